@@ -1,0 +1,150 @@
+//! `mpsi inspect`: what an image in a layout is made of, verified on the way:
+//! every blob is re-hashed and every layer's diff_id is checked against the
+//! config while its entries are counted.
+
+use crate::digest::HashingReader;
+use crate::oci::Layout;
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::Value;
+use std::io::{self, Read};
+
+#[derive(Serialize)]
+pub struct Inspection {
+    pub image: Option<String>,
+    pub tag: Option<String>,
+    pub manifest_digest: String,
+    pub manifest_size: u64,
+    pub config_digest: String,
+    pub created: Option<String>,
+    pub platform: String,
+    pub config: Value,
+    pub annotations: Value,
+    pub layers: Vec<LayerSummary>,
+    /// Sum of the compressed layer sizes.
+    pub total_size: u64,
+}
+
+#[derive(Serialize)]
+pub struct LayerSummary {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    pub diff_id: String,
+    pub uncompressed_size: u64,
+    pub entries: u64,
+    pub created_by: Option<String>,
+}
+
+pub fn inspect(layout: &Layout, tag: Option<&str>) -> Result<Inspection> {
+    let img = layout.resolve(tag)?;
+    let config: Value =
+        serde_json::from_slice(&img.config_bytes).context("parsing the image config")?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != img.manifest.layers().len() {
+        bail!(
+            "the config lists {} diff_ids but the manifest {} layers",
+            diff_ids.len(),
+            img.manifest.layers().len()
+        );
+    }
+    let history: Vec<Option<String>> = config["history"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|h| h["empty_layer"] != Value::Bool(true))
+                .map(|h| h["created_by"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut layers = Vec::new();
+    for (i, l) in img.manifest.layers().iter().enumerate() {
+        let digest = l.digest().to_string();
+        let (entries, diff_id, uncompressed_size) = count_entries(
+            layout,
+            &digest,
+            l.media_type().to_string().as_str(),
+            l.size(),
+        )
+        .with_context(|| format!("reading layer {digest}"))?;
+        if diff_id != diff_ids[i] {
+            bail!(
+                "layer {} ({digest}) unpacks to {diff_id}, but the config says {}",
+                i + 1,
+                diff_ids[i]
+            );
+        }
+        layers.push(LayerSummary {
+            media_type: l.media_type().to_string(),
+            digest,
+            size: l.size(),
+            diff_id,
+            uncompressed_size,
+            entries,
+            created_by: history.get(i).cloned().flatten(),
+        });
+    }
+    Ok(Inspection {
+        image: img.full_name.clone(),
+        tag: img.tag.clone(),
+        manifest_digest: img.descriptor.digest().to_string(),
+        manifest_size: img.manifest_bytes.len() as u64,
+        config_digest: img.manifest.config().digest().to_string(),
+        created: config["created"].as_str().map(String::from),
+        platform: format!(
+            "{}/{}",
+            config["os"].as_str().unwrap_or("?"),
+            config["architecture"].as_str().unwrap_or("?")
+        ),
+        config: config["config"].clone(),
+        annotations: serde_json::to_value(img.manifest.annotations())?,
+        total_size: layers.iter().map(|l| l.size).sum(),
+        layers,
+    })
+}
+
+/// Decompresses a layer, counting its tar entries; returns the entry count,
+/// the uncompressed digest and size. Also checks the compressed digest.
+fn count_entries(
+    layout: &Layout,
+    digest: &str,
+    media_type: &str,
+    size: u64,
+) -> Result<(u64, String, u64)> {
+    let mut blob = layout.open_blob(digest)?;
+    let decoded: Box<dyn Read + '_> =
+        if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
+            Box::new(flate2::read::MultiGzDecoder::new(&mut blob))
+        } else if media_type.ends_with("+zstd") {
+            Box::new(zstd::stream::read::Decoder::new(&mut blob)?)
+        } else if media_type.ends_with(".tar") || media_type.ends_with("rootfs.diff.tar") {
+            Box::new(&mut blob)
+        } else {
+            bail!("unknown layer media type {media_type}");
+        };
+    let mut plain = HashingReader::new(decoded);
+    let mut entries = 0;
+    {
+        let mut archive = tar::Archive::new(&mut plain);
+        for e in archive.entries()? {
+            let mut e = e?;
+            io::copy(&mut e, &mut io::sink())?;
+            entries += 1;
+        }
+    }
+    io::copy(&mut plain, &mut io::sink())?; // trailing blocks count toward diff_id
+    let (diff_id, usize_) = plain.finish();
+    io::copy(&mut blob, &mut io::sink())?;
+    let (actual, n) = blob.finish();
+    if actual != digest || n != size {
+        bail!("blob is corrupt: expected {digest} ({size} bytes), found {actual} ({n} bytes)");
+    }
+    Ok((entries, diff_id, usize_))
+}
