@@ -111,40 +111,41 @@ pub fn inspect(layout: &Layout, tag: Option<&str>) -> Result<Inspection> {
 }
 
 /// Decompresses a layer, counting its tar entries; returns the entry count,
-/// the uncompressed digest and size. Also checks the compressed digest.
+/// the uncompressed digest and size.
 fn count_entries(
     layout: &Layout,
     digest: &str,
     media_type: &str,
     size: u64,
 ) -> Result<(u64, String, u64)> {
-    let mut blob = layout.open_blob(digest)?;
-    let decoded: Box<dyn Read + '_> =
-        if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
-            Box::new(flate2::read::MultiGzDecoder::new(&mut blob))
-        } else if media_type.ends_with("+zstd") {
-            Box::new(zstd::stream::read::Decoder::new(&mut blob)?)
-        } else if media_type.ends_with(".tar") || media_type.ends_with("rootfs.diff.tar") {
-            Box::new(&mut blob)
-        } else {
-            bail!("unknown layer media type {media_type}");
-        };
+    // Check the compressed bytes first, so damage is reported as such rather
+    // than as whatever the decompressor or tar parser trips over.
+    let mut check = layout.open_blob(digest)?;
+    io::copy(&mut check, &mut io::sink())?;
+    let (actual, n) = check.finish();
+    if actual != digest || n != size {
+        bail!("blob is corrupt: expected {digest} ({size} bytes), found {actual} ({n} bytes)");
+    }
+    let blob = layout.open_blob(digest)?;
+    let decoded: Box<dyn Read> = if media_type.ends_with("+gzip") {
+        Box::new(flate2::read::MultiGzDecoder::new(blob))
+    } else if media_type.ends_with("+zstd") {
+        Box::new(zstd::stream::read::Decoder::new(blob)?)
+    } else if media_type.ends_with(".tar") || media_type.ends_with("rootfs.diff.tar") {
+        Box::new(blob)
+    } else {
+        bail!("unknown layer media type {media_type}");
+    };
     let mut plain = HashingReader::new(decoded);
     let mut entries = 0;
     {
         let mut archive = tar::Archive::new(&mut plain);
         for e in archive.entries()? {
-            let mut e = e?;
-            io::copy(&mut e, &mut io::sink())?;
+            io::copy(&mut e?, &mut io::sink())?;
             entries += 1;
         }
     }
     io::copy(&mut plain, &mut io::sink())?; // trailing blocks count toward diff_id
-    let (diff_id, usize_) = plain.finish();
-    io::copy(&mut blob, &mut io::sink())?;
-    let (actual, n) = blob.finish();
-    if actual != digest || n != size {
-        bail!("blob is corrupt: expected {digest} ({size} bytes), found {actual} ({n} bytes)");
-    }
-    Ok((entries, diff_id, usize_))
+    let (diff_id, uncompressed) = plain.finish();
+    Ok((entries, diff_id, uncompressed))
 }

@@ -1,0 +1,163 @@
+//! Hostile or broken input: a clear error, exit status 2, and nothing half
+//! written (no layout, no temporary files left in the store).
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+
+/// Runs assemble expecting failure; returns stderr. Checks nothing was left.
+fn assemble_fails(root: &Path, spec: &Path, code: i32) -> String {
+    let store = root.join("store");
+    let out_dir = root.join("out");
+    let out = mpsi(&store)
+        .arg("assemble")
+        .arg(spec)
+        .arg("-o")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(
+        !out_dir.exists(),
+        "a failed assemble must not leave an image layout behind"
+    );
+    if store.exists() {
+        let leftovers: Vec<_> = walk(&store).into_iter().filter(|p| p.is_file()).collect();
+        assert!(leftovers.is_empty(), "store has leftovers: {leftovers:?}");
+    }
+    stderr
+}
+
+fn spec_with(root: &Path, layer_body: &str) -> std::path::PathBuf {
+    let spec = root.join("bad.toml");
+    fs::write(
+        &spec,
+        format!("[image]\nname = \"bad\"\n\n[[layer]]\nname = \"l\"\n{layer_body}"),
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn missing_source_path_names_the_spec_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec_with(
+        tmp.path(),
+        "[[layer.tree]]\nfrom = \"does-not-exist\"\nto = \"/x\"\n",
+    );
+    let err = assemble_fails(tmp.path(), &spec, 2);
+    assert!(err.contains("bad.toml:7"), "{err}");
+    assert!(err.contains("does-not-exist"), "{err}");
+    assert!(err.contains("from"), "{err}");
+}
+
+#[test]
+fn symlink_out_of_the_tree_is_refused_when_following() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tmp.path().join("secret"), b"outside").unwrap();
+    std::os::unix::fs::symlink("../secret", tree.join("escape")).unwrap();
+    let spec = spec_with(
+        tmp.path(),
+        "[[layer.tree]]\nfrom = \"tree\"\nto = \"/x\"\nfollow_symlinks = true\n",
+    );
+    let err = assemble_fails(tmp.path(), &spec, 2);
+    assert!(err.contains("outside the source tree"), "{err}");
+    assert!(err.contains("escape"), "{err}");
+
+    // Without following, the link itself is kept (and the secret is not read).
+    let spec = spec_with(tmp.path(), "[[layer.tree]]\nfrom = \"tree\"\nto = \"/x\"\n");
+    let out = run_ok(
+        mpsi(&tmp.path().join("store"))
+            .arg("assemble")
+            .arg(&spec)
+            .arg("-o")
+            .arg(tmp.path().join("ok"))
+            .arg("--json"),
+    );
+    assert_eq!(json(&out)["layers"][0]["entries"], 2);
+}
+
+#[test]
+fn unknown_spec_field_is_named_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec_with(
+        tmp.path(),
+        "[[layer.dir]]\npath = \"/x\"\nowner_name = \"a:b\"\n",
+    );
+    let err = assemble_fails(tmp.path(), &spec, 2);
+    assert!(err.contains("bad.toml:8"), "{err}");
+    assert!(err.contains("owner_name"), "{err}");
+}
+
+#[test]
+fn duplicate_image_path_names_both_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("a.conf"), b"a").unwrap();
+    fs::create_dir_all(tmp.path().join("tree/etc")).unwrap();
+    fs::write(tmp.path().join("tree/etc/app.conf"), b"b").unwrap();
+    let spec = spec_with(
+        tmp.path(),
+        "[[layer.tree]]\nfrom = \"tree\"\nto = \"/\"\n\n[[layer.file]]\nfrom = \"a.conf\"\nto = \"/etc/app.conf\"\n",
+    );
+    let err = assemble_fails(tmp.path(), &spec, 2);
+    assert!(err.contains("/etc/app.conf"), "{err}");
+    assert!(err.contains("tree #1") && err.contains("file #1"), "{err}");
+}
+
+#[test]
+fn special_files_and_bad_values_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    let fifo = std::ffi::CString::new(tree.join("pipe").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let spec = spec_with(tmp.path(), "[[layer.tree]]\nfrom = \"tree\"\nto = \"/x\"\n");
+    let err = assemble_fails(tmp.path(), &spec, 1);
+    assert!(
+        err.contains("pipe") && err.contains("not a regular file"),
+        "{err}"
+    );
+
+    let spec = spec_with(
+        tmp.path(),
+        "[[layer.file]]\ncontent = \"x\"\nto = \"/etc/../../x\"\n",
+    );
+    let err = assemble_fails(tmp.path(), &spec, 2);
+    assert!(err.contains("'..'"), "{err}");
+
+    let out = mpsi(&tmp.path().join("store"))
+        .env("SOURCE_DATE_EPOCH", "yesterday")
+        .arg("assemble")
+        .arg(spec_with(tmp.path(), "[[layer.dir]]\npath = \"/x\"\n"))
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SOURCE_DATE_EPOCH"));
+    assert!(!tmp.path().join("out").exists());
+}
+
+#[test]
+fn json_errors_are_machine_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = mpsi(&tmp.path().join("store"))
+        .args(["inspect", "--json", "-l"])
+        .arg(tmp.path().join("nothing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an OCI image layout"),
+        "{v}"
+    );
+}

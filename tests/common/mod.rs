@@ -1,0 +1,229 @@
+//! Shared helpers for the integration tests: a fixture source tree, a spec
+//! over it, and the mpsi binary run with its own store.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const LONG_DIR: &str = "a-directory-name-that-is-quite-long-on-purpose/and-another-level-of-it-to-pass-the-ustar-limits/and-one-more-to-be-sure-0123456789";
+
+/// How to vary host state between two copies of the fixture.
+#[derive(Clone, Copy)]
+pub struct HostVariant {
+    pub file_mode: u32,
+    pub exec_mode: u32,
+    pub dir_mode: u32,
+    pub mtime: i64,
+}
+
+pub const VARIANT_A: HostVariant = HostVariant {
+    file_mode: 0o644,
+    exec_mode: 0o755,
+    dir_mode: 0o755,
+    mtime: 1_000_000_000,
+};
+pub const VARIANT_B: HostVariant = HostVariant {
+    file_mode: 0o664,
+    exec_mode: 0o775,
+    dir_mode: 0o775,
+    mtime: 1_600_000_000,
+};
+
+/// Writes the fixture into `root`: `app/` (the tree source) and `extra.conf`.
+pub fn make_fixture(root: &Path, v: HostVariant) {
+    let app = root.join("app");
+    fs::create_dir_all(app.join("bin")).unwrap();
+    fs::create_dir_all(app.join("share/doc")).unwrap();
+    fs::create_dir_all(app.join(LONG_DIR)).unwrap();
+    fs::create_dir_all(app.join("cache")).unwrap();
+    fs::write(app.join("bin/server"), b"#!/bin/sh\necho server\n").unwrap();
+    fs::write(app.join("share/doc/README"), b"read me\n").unwrap();
+    fs::write(
+        app.join("share/big.bin"),
+        (0..3_000_000u32)
+            .map(|i| (i % 253) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    fs::write(
+        app.join(LONG_DIR).join("deep-file-with-a-long-name.txt"),
+        b"deep\n",
+    )
+    .unwrap();
+    fs::write(app.join("cache/skip.tmp"), b"excluded\n").unwrap();
+    fs::hard_link(
+        app.join("share/doc/README"),
+        app.join("share/doc/README.hardlink"),
+    )
+    .unwrap();
+    symlink("server", app.join("bin/server-alias")).unwrap();
+    symlink("/etc/hostname", app.join("bin/absolute-link")).unwrap();
+    fs::write(root.join("extra.conf"), b"[section]\nkey = value\n").unwrap();
+    set_host_state(root, v);
+}
+
+/// Applies modes and mtimes of a variant to everything under `root`.
+pub fn set_host_state(root: &Path, v: HostVariant) {
+    for entry in walk(root) {
+        let meta = fs::symlink_metadata(&entry).unwrap();
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = if meta.is_dir() {
+            v.dir_mode
+        } else if entry.ends_with("server") {
+            v.exec_mode
+        } else {
+            v.file_mode
+        };
+        fs::set_permissions(&entry, fs::Permissions::from_mode(mode)).unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(v.mtime as u64);
+        if meta.is_file() {
+            fs::File::options()
+                .write(true)
+                .open(&entry)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+    }
+}
+
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A spec over the fixture, exercising every source kind.
+pub fn fixture_spec(root: &Path) -> PathBuf {
+    let spec = root.join("image.toml");
+    fs::write(
+        &spec,
+        r#"
+[image]
+name = "mpsi-test/fixture"
+tag = "v1"
+source_date_epoch = 1700000000
+revision = "0123abcd"
+
+[config]
+entrypoint = ["/opt/app/bin/server"]
+cmd = ["--serve"]
+env = ["PATH=/usr/bin:/bin", "MODE=test"]
+exposed_ports = ["3306/tcp", "9000/udp"]
+volumes = ["/data"]
+working_dir = "/opt/app"
+user = "1000:1000"
+stop_signal = "SIGTERM"
+
+[config.labels]
+"org.example.b" = "2"
+"org.example.a" = "1"
+
+[config.healthcheck]
+test = ["CMD", "/opt/app/bin/server", "--check"]
+interval = "10s"
+timeout = "1m30s"
+retries = 4
+
+[[layer]]
+name = "base"
+[[layer.dir]]
+path = "/data"
+owner = "1000:1000"
+owner_names = "app:app"
+mode = "0750"
+[[layer.symlink]]
+path = "/usr/local/bin/server"
+target = "/opt/app/bin/server"
+
+[[layer]]
+name = "app"
+[[layer.tree]]
+from = "app"
+to = "/opt/app"
+exclude = ["cache/**", "cache"]
+owner = "1000:1000"
+owner_names = "app:app"
+
+[[layer]]
+name = "config"
+[[layer.file]]
+from = "extra.conf"
+to = "/etc/app/extra.conf"
+mode = "0600"
+owner = "1000:1000"
+[[layer.file]]
+content = "inline text\n"
+to = "/etc/app/inline.txt"
+"#,
+    )
+    .unwrap();
+    spec
+}
+
+pub fn mpsi_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mpsi")
+}
+
+/// `mpsi` with a private store and no SOURCE_DATE_EPOCH from the caller.
+pub fn mpsi(store: &Path) -> Command {
+    let mut c = Command::new(mpsi_bin());
+    c.env("MPSI_STORE", store).env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}\nstdout: {}\nstderr: {}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Assembles `spec` into `out`; returns the --json report.
+pub fn assemble(store: &Path, spec: &Path, out: &Path) -> serde_json::Value {
+    json(&run_ok(
+        mpsi(store)
+            .arg("assemble")
+            .arg(spec)
+            .arg("-o")
+            .arg(out)
+            .arg("--json"),
+    ))
+}
+
+/// A tool the suite needs from Debian (installed by .ci/run).
+pub fn require_tool(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "{name} is not installed; the test suite needs it (apt-get install {name}, as .ci/run does)"
+    );
+}
