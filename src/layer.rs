@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use tar::{EntryType, Header};
 
 /// Bumped whenever the bytes this module writes for the same entries change,
@@ -47,39 +48,80 @@ pub struct Encoding {
 
 /// Writes `entries` as a layer into `out`; `progress` gets content bytes as
 /// they are written.
+///
+/// Two stages overlap: a producer thread reads the files, frames the tar and
+/// hashes it (diff_id) in 1 MiB chunks; this thread compresses the chunks
+/// (itself parallel), hashes the result (digest) and writes it out.
 pub fn write<W: Write + Send + 'static>(
     entries: &[Entry],
     enc: Encoding,
     threads: usize,
     out: W,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(W, LayerBlob)> {
-    let compressed = HashingWriter::new(out);
-    let encoder = enc.compression.encoder(compressed, enc.level, threads)?;
-    // Large writes into the hasher and compressor; tar emits 512-byte pieces.
-    let plain = BufWriter::with_capacity(256 << 10, HashingWriter::new(encoder));
-    let mut tar = tar::Builder::new(plain);
-    for e in entries {
-        append(&mut tar, e, enc.mtime)
-            .with_context(|| format!("writing /{} into the layer", e.path))?;
-        progress(e.content_len());
+    let (tx, rx) = sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || -> Result<(String, u64)> {
+            let plain = BufWriter::with_capacity(CHUNK, HashingWriter::new(ChunkSender { tx }));
+            let mut tar = tar::Builder::new(plain);
+            for e in entries {
+                append(&mut tar, e, enc.mtime)
+                    .with_context(|| format!("writing /{} into the layer", e.path))?;
+                progress(e.content_len());
+            }
+            let plain = tar.into_inner().context("finishing the tar stream")?;
+            let (_, diff_id, size) = plain.into_inner().map_err(|e| e.into_error())?.finish();
+            Ok((diff_id, size))
+        });
+        let compressed = HashingWriter::new(out);
+        let mut encoder = enc.compression.encoder(compressed, enc.level, threads)?;
+        let mut consumed: Result<()> = Ok(());
+        for chunk in rx {
+            if let Err(e) = encoder.write_all(&chunk) {
+                consumed = Err(e).context("compressing the layer");
+                break; // dropping the receiver stops the producer
+            }
+        }
+        let produced = producer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the tar writer thread panicked"))?;
+        consumed?;
+        let (diff_id, uncompressed_size) = produced?;
+        let compressed = encoder.finish().context("finishing compression")?;
+        let (out, digest, size) = compressed.finish();
+        Ok((
+            out,
+            LayerBlob {
+                media_type: enc.compression.media_type().to_string(),
+                digest,
+                size,
+                diff_id,
+                uncompressed_size,
+                entries: entries.len(),
+            },
+        ))
+    })
+}
+
+/// Chunk size between the tar stage and the compression stage.
+const CHUNK: usize = 1 << 20;
+
+/// Hands each write (a full buffer from the BufWriter above it) to the
+/// compression stage.
+struct ChunkSender {
+    tx: SyncSender<Vec<u8>>,
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx.send(buf.to_vec()).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the compression stage stopped")
+        })?;
+        Ok(buf.len())
     }
-    let plain = tar.into_inner().context("finishing the tar stream")?;
-    let (encoder, diff_id, uncompressed_size) =
-        plain.into_inner().map_err(|e| e.into_error())?.finish();
-    let compressed = encoder.finish().context("finishing compression")?;
-    let (out, digest, size) = compressed.finish();
-    Ok((
-        out,
-        LayerBlob {
-            media_type: enc.compression.media_type().to_string(),
-            digest,
-            size,
-            diff_id,
-            uncompressed_size,
-            entries: entries.len(),
-        },
-    ))
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry, mtime: u64) -> Result<()> {
@@ -104,10 +146,10 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry, mtime: u64) -> Result<
         set_truncated_name(&mut h, &name);
         pax.push(("path", name.clone().into_bytes()));
     }
-    if let Some(target) = link {
-        if target.len() > 100 || h.set_link_name_literal(target).is_err() {
-            pax.push(("linkpath", target.as_bytes().to_vec()));
-        }
+    if let Some(target) = link
+        && (target.len() > 100 || h.set_link_name_literal(target).is_err())
+    {
+        pax.push(("linkpath", target.as_bytes().to_vec()));
     }
     h.set_mode(e.mode);
     set_id(&mut h, &mut pax, "uid", e.owner.uid);
