@@ -182,23 +182,41 @@ fn killed_assemble_leaves_no_partial_blob_or_index() {
     let spec = spec_with(tmp.path(), "[[layer.tree]]\nfrom = \"tree\"\nto = \"/x\"\n");
     let store = tmp.path().join("store");
     let out_dir = tmp.path().join("out");
-    let mut child = mpsi(&store).arg("assemble").arg(&spec).arg("-o").arg(&out_dir).args(["-j", "1"]).spawn().unwrap();
+    let mut child = mpsi(&store)
+        .arg("assemble")
+        .arg(&spec)
+        .arg("-o")
+        .arg(&out_dir)
+        .args(["-j", "1"])
+        .spawn()
+        .unwrap();
     let blobs = store.join("blobs/sha256");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let writing = fs::read_dir(&blobs).into_iter().flatten().flatten().any(|e| {
-            e.file_name().to_string_lossy().starts_with(".mpsi-tmp") && e.metadata().is_ok_and(|m| m.len() > 1 << 20)
-        });
+        let writing = fs::read_dir(&blobs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with(".mpsi-tmp")
+                    && e.metadata().is_ok_and(|m| m.len() > 1 << 20)
+            });
         if writing {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "assemble finished before it could be interrupted");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "assemble finished before it could be interrupted"
+        );
         assert!(std::time::Instant::now() < deadline, "no layer write seen");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!out_dir.join("index.json").exists(), "no index may name blobs that were never finished");
+    assert!(
+        !out_dir.join("index.json").exists(),
+        "no index may name blobs that were never finished"
+    );
     for e in fs::read_dir(&blobs).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
@@ -206,10 +224,17 @@ fn killed_assemble_leaves_no_partial_blob_or_index() {
             continue;
         }
         let digest = hex::encode(sha2::Sha256::digest(fs::read(e.path()).unwrap()));
-        assert_eq!(digest, name, "a blob under its digest name must be complete");
+        assert_eq!(
+            digest, name,
+            "a blob under its digest name must be complete"
+        );
     }
     // A rerun completes and matches an uninterrupted run.
     let again = assemble(&store, &spec, &out_dir);
-    let fresh = assemble(&tmp.path().join("fresh-store"), &spec, &tmp.path().join("fresh-out"));
+    let fresh = assemble(
+        &tmp.path().join("fresh-store"),
+        &spec,
+        &tmp.path().join("fresh-out"),
+    );
     assert_eq!(again["manifest_digest"], fresh["manifest_digest"]);
 }
