@@ -307,14 +307,8 @@ fn same_inputs_give_the_same_digest_whatever_the_host_state() {
     assert_eq!(before[1], after[1]);
     assert_ne!(before[2], after[2]);
     assert_ne!(rb["manifest_digest"], rc["manifest_digest"]);
-    let cached: Vec<bool> = rc["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["cached"].as_bool().unwrap())
-        .collect();
     assert_eq!(
-        cached,
+        cached_flags(&rc),
         vec![true, true, false],
         "unchanged layers come from the store"
     );
@@ -352,13 +346,7 @@ fn a_second_assemble_rewrites_nothing() {
     let before = fs::metadata(blob(&first, 1)).unwrap().modified().unwrap();
     let second = assemble(&store, &fixture_spec(&src), &tmp.path().join("oci"));
     assert_eq!(first["manifest_digest"], second["manifest_digest"]);
-    assert!(
-        second["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|l| l["cached"] == true)
-    );
+    assert_eq!(cached_flags(&second), vec![true; 3]);
     assert_eq!(
         fs::metadata(blob(&second, 1)).unwrap().modified().unwrap(),
         before,
@@ -375,13 +363,7 @@ fn a_second_assemble_rewrites_nothing() {
     );
     let third = json(&out);
     assert_eq!(third["manifest_digest"], first["manifest_digest"]);
-    assert!(
-        third["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|l| l["cached"] == false)
-    );
+    assert_eq!(cached_flags(&third), vec![false; 3]);
 }
 
 #[test]
@@ -473,12 +455,13 @@ fn mpsi_digest(bytes: &[u8]) -> String {
 #[test]
 fn archives_load_in_independent_readers() {
     let skopeo = require_tool("skopeo");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_fixture(&src, VARIANT_A);
-    let store = tmp.path().join("store");
-    let layout = tmp.path().join("oci");
-    let report = assemble(&store, &fixture_spec(&src), &layout);
+    let Assembled {
+        tmp,
+        store,
+        layout,
+        report,
+        ..
+    } = assembled_fixture();
     for (format, transport) in [
         ("oci-archive", "oci-archive"),
         ("docker-archive", "docker-archive"),
@@ -546,12 +529,13 @@ fn archives_load_in_independent_readers() {
 
 #[test]
 fn inspect_reports_layers_and_verifies_blobs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_fixture(&src, VARIANT_A);
-    let store = tmp.path().join("store");
-    let layout = tmp.path().join("oci");
-    let report = assemble(&store, &fixture_spec(&src), &layout);
+    let Assembled {
+        tmp: _tmp,
+        store,
+        layout,
+        report,
+        ..
+    } = assembled_fixture();
     let info = json(&run_ok(
         mpsi(&store)
             .args(["inspect", "--json", "--tag", "v1", "-l"])

@@ -28,12 +28,13 @@ fn docker(host: &str) -> Command {
 #[test]
 fn docker_loads_the_docker_archive_from_a_pipe() {
     let Some(host) = docker_host() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_fixture(&src, VARIANT_A);
-    let store = tmp.path().join("store");
-    let layout = tmp.path().join("oci");
-    let report = assemble(&store, &fixture_spec(&src), &layout);
+    let Assembled {
+        tmp: _tmp,
+        store,
+        layout,
+        report,
+        ..
+    } = assembled_fixture();
 
     // mpsi export ... -o - | docker load
     let mut export = mpsi(&store)

@@ -227,3 +227,38 @@ pub fn require_tool(name: &str) -> PathBuf {
         "{name} is not installed; the test suite needs it (apt-get install {name}, as .ci/run does)"
     );
 }
+
+/// The fixture, assembled once into a fresh store and layout.
+pub struct Assembled {
+    pub tmp: tempfile::TempDir,
+    pub src: PathBuf,
+    pub store: PathBuf,
+    pub layout: PathBuf,
+    pub report: serde_json::Value,
+}
+
+pub fn assembled_fixture() -> Assembled {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_fixture(&src, VARIANT_A);
+    let store = tmp.path().join("store");
+    let layout = tmp.path().join("oci");
+    let report = assemble(&store, &fixture_spec(&src), &layout);
+    Assembled {
+        tmp,
+        src,
+        store,
+        layout,
+        report,
+    }
+}
+
+/// Which layers of an assemble report came from the store's cache.
+pub fn cached_flags(report: &serde_json::Value) -> Vec<bool> {
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["cached"].as_bool().unwrap())
+        .collect()
+}

@@ -212,12 +212,7 @@ fn read_request(r: &mut BufReader<TcpStream>, shared: &Shared) -> io::Result<Opt
         match r.read_line(&mut line) {
             Ok(0) => return Ok(None),
             Ok(_) => break,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if is_timeout(&e) => {
                 if !shared.running.load(Ordering::SeqCst) {
                     return Ok(None);
                 }
@@ -254,11 +249,7 @@ fn read_request(r: &mut BufReader<TcpStream>, shared: &Shared) -> io::Result<Opt
         match r.read(&mut body[got..]) {
             Ok(0) => return Ok(None),
             Ok(n) => got += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -271,15 +262,18 @@ fn read_request(r: &mut BufReader<TcpStream>, shared: &Shared) -> io::Result<Opt
     }))
 }
 
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 fn read_line_blocking(r: &mut BufReader<TcpStream>, buf: &mut String) -> io::Result<()> {
     loop {
         match r.read_line(buf) {
             Ok(_) => return Ok(()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             Err(e) => return Err(e),
         }
     }
