@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Overhead of the Page Server patches, measured with sysbench on loopback.
+#
+#   STOCK=/path/to/stock/build PATCHED=/path/to/patched/build bash benches/pageserver.sh
+#
+# STOCK and PATCHED are cmake build directories (sql/mariadbd) or install
+# roots (usr/sbin/mariadbd) of MariaDB 10.11.18 without and with patches/.
+# Runs, each on a fresh datadir with the same options:
+#   1. stock                          oltp_read_write throughput
+#   2. patched, feature off           the same (target: within 2% of stock)
+#   3. patched, feature on            cold point selects served by the
+#                                     reference Page Server (p50/p99), and
+#                                     oltp_write_only with redo streaming on
+#                                     vs off (target: within 10%)
+# The reference peers (tests/peers) run on 127.0.0.1. Medians of ROUNDS runs.
+set -euo pipefail
+: "${STOCK:?set STOCK to a stock MariaDB build}" "${PATCHED:?set PATCHED to a patched MariaDB build}"
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-20}
+ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-2}
+PS_PORT=${PS_PORT:-18081}
+SK_PORT=${SK_PORT:-18082}
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/mpsi-psbench.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+command -v sysbench >/dev/null || { echo "needs sysbench (apt-get install sysbench)" >&2; exit 1; }
+
+bin() { # bin DIR NAME -> path of a program in a build dir or install root
+  case $2 in
+    mariadbd) [ -x "$1/sql/mariadbd" ] && echo "$1/sql/mariadbd" || echo "$1/usr/sbin/mariadbd" ;;
+    mariadb) [ -x "$1/client/mariadb" ] && echo "$1/client/mariadb" || echo "$1/usr/bin/mariadb" ;;
+    share) for d in "$1/sql/share" "$1/usr/share/mariadb" "$1/usr/share/mysql"; do [ -f "$d/english/errmsg.sys" ] && { echo "$d"; return; }; done ;;
+  esac
+}
+
+cargo build --release --quiet --example reference_peers --manifest-path "$here/Cargo.toml"
+"$here/target/release/examples/reference_peers" "$PS_PORT" "$SK_PORT" 7200 2>"$work/peers.log" &
+pids+=($!)
+
+server_pid=
+start() { # start BUILD NAME [options...]
+  local build=$1 name=$2; shift 2
+  local d="$work/$name"; rm -rf "$d"; mkdir -p "$d"
+  "$(bin "$build" mariadbd)" --no-defaults --user="$(id -un)" --datadir="$d" --socket="$d/sock" \
+    --lc-messages-dir="$(bin "$build" share)" --skip-networking --skip-grant-tables \
+    --innodb-buffer-pool-size=64M --innodb-log-file-size=256M --innodb-flush-log-at-trx-commit=1 \
+    --innodb-buffer-pool-load-at-startup=OFF --innodb-buffer-pool-dump-at-shutdown=OFF "$@" \
+    >"$d/error.log" 2>&1 &
+  server_pid=$!; pids+=("$server_pid")
+  for _ in $(seq 1 120); do "$(bin "$build" mariadb)" --no-defaults -uroot -S "$d/sock" -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.5; done
+  "$(bin "$build" mariadb)" --no-defaults -uroot -S "$d/sock" -e 'CREATE DATABASE IF NOT EXISTS sbtest'
+  SOCK="$d/sock"; CLIENT="$(bin "$build" mariadb)"
+}
+stop() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; }
+sb() { # sb TEST [extra...] -> prints sysbench output
+  sysbench "$1" --db-driver=mysql --mysql-socket="$SOCK" --mysql-user=root --mysql-db=sbtest \
+    --tables=4 --table-size=50000 --threads="$THREADS" --time="$SECONDS_PER_RUN" --percentile=99 "${@:2}"
+}
+tps() { grep -Eo 'transactions: +[0-9]+ +\(([0-9.]+)' | grep -Eo '[0-9.]+$'; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+feature_on=(--innodb-page-server-enabled=ON --innodb-page-server-address=127.0.0.1 --innodb-page-server-port="$PS_PORT"
+            --innodb-safekeeper-address=127.0.0.1 --innodb-safekeeper-port="$SK_PORT")
+
+declare -A result
+for round in $(seq 1 "$ROUNDS"); do
+  for cfg in stock off; do
+    build=$STOCK; [ $cfg = off ] && build=$PATCHED
+    start "$build" "$cfg"
+    sb oltp_read_write prepare >/dev/null
+    result[$cfg]+="$(sb oltp_read_write run | tps) "
+    stop
+  done
+  # Commit throughput with redo streaming on, and with the feature off, on the patched build.
+  for cfg in write_off write_on; do
+    opts=(); [ $cfg = write_on ] && opts=("${feature_on[@]}")
+    start "$PATCHED" "$cfg" "${opts[@]}"
+    sb oltp_write_only prepare >/dev/null
+    result[$cfg]+="$(sb oltp_write_only run | tps) "
+    stop
+  done
+done
+
+# Cold reads: a buffer pool far smaller than the data, pages pushed to the
+# Page Server first, then random point selects (each misses on its leaf).
+start "$PATCHED" cold "${feature_on[@]}" --innodb-buffer-pool-size=8M --innodb-read-ahead-threshold=0
+sb oltp_point_select prepare >/dev/null
+"$CLIENT" --no-defaults -uroot -S "$SOCK" -e 'SET GLOBAL innodb_max_dirty_pages_pct_lwm=0; SET GLOBAL innodb_max_dirty_pages_pct=0'
+sleep 10
+cold_on=$(sb oltp_point_select run --threads=1)
+ps_status=$("$CLIENT" --no-defaults -uroot -S "$SOCK" -N -B -e "SHOW STATUS LIKE 'Page_server%'")
+stop
+start "$PATCHED" cold_off --innodb-buffer-pool-size=8M --innodb-read-ahead-threshold=0
+sb oltp_point_select prepare >/dev/null
+cold_off=$(sb oltp_point_select run --threads=1)
+stop
+
+m() { echo "${result[$1]}" | tr ' ' '\n' | grep . | median; }
+lat() { echo "$1" | grep -E "^ +$2:" | grep -Eo '[0-9.]+$'; }
+echo
+echo "oltp_read_write tps (median of $ROUNDS): stock $(m stock), patched feature off $(m off)"
+python3 -c "print(f'  patched-off / stock = {$(m off)/$(m stock):.3f} (target >= 0.98)')"
+echo "oltp_write_only tps (median of $ROUNDS): streaming off $(m write_off), streaming on $(m write_on)"
+python3 -c "print(f'  on / off = {$(m write_on)/$(m write_off):.3f} (target >= 0.90)')"
+echo "cold point select latency, ms: page server p50 $(lat "$cold_on" min)..avg $(lat "$cold_on" avg) p99 $(lat "$cold_on" 99th percentile); local avg $(lat "$cold_off" avg) p99 $(lat "$cold_off" 99th percentile)"
+echo "$ps_status" | grep -E 'latency|pages_served|requests|fallbacks'
