@@ -4,9 +4,11 @@ mod archive;
 mod assemble;
 mod compress;
 mod digest;
+mod fetch;
 mod fsutil;
 mod inspect;
 mod layer;
+mod lock;
 mod oci;
 mod rootfs;
 mod spec;
@@ -63,6 +65,79 @@ mpsi export --format docker-archive -o - | docker load\n  mpsi export --format o
     Export(ExportArgs),
     /// Show an image's manifest, config and layers (re-verifying every digest).
     Inspect(InspectArgs),
+    /// Refresh mpsi.lock: re-pin the patch series; pin inputs from local files.
+    #[command(
+        after_help = "Examples:\n  mpsi lock                                   # re-hash patches/series into mpsi.lock\n  \
+mpsi lock --from ~/Downloads                # pin inputs that have no hash yet from local files\n  \
+mpsi lock --from DIR --repin mariadb-source # deliberately change a pinned source hash\n\n\
+A pinned input hash never changes unless --repin names it."
+    )]
+    Lock(LockArgs),
+    /// Put every input pinned in the lock into the store, or into a bundle.
+    #[command(
+        after_help = "Examples:\n  mpsi fetch                                 # download what the store lacks (URLs in mpsi.lock)\n  \
+mpsi fetch --from /srv/tarballs            # import local copies instead, verified the same way\n  \
+mpsi fetch --bundle inputs.tar             # also write every input into one tar, for an air-gapped machine\n  \
+mpsi assemble --inputs inputs.tar --offline   # there: use only that bundle\n\n\
+Size and sha256 are checked before anything enters the store; an interrupted download resumes."
+    )]
+    Fetch(FetchArgs),
+    /// List, verify or garbage-collect the store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Args)]
+struct LockPath {
+    /// The lockfile.
+    #[arg(long, default_value = "mpsi.lock", value_name = "FILE")]
+    lock: PathBuf,
+}
+
+#[derive(Args)]
+struct LockArgs {
+    #[command(flatten)]
+    lock: LockPath,
+    /// Directory with local copies of inputs (named as `file` in the lock), to pin unpinned inputs.
+    #[arg(long, value_name = "DIR")]
+    from: Option<PathBuf>,
+    /// Change this input's pinned hash to that of its file in --from DIR (repeatable).
+    #[arg(long, value_name = "NAME")]
+    repin: Vec<String>,
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    #[command(flatten)]
+    lock: LockPath,
+    /// Take inputs from this directory (files named as in the lock) instead of the network.
+    #[arg(long, value_name = "DIR")]
+    from: Option<PathBuf>,
+    /// Then write every pinned input into this tar, for `assemble --inputs FILE --offline`.
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// List inputs, build outputs and layer blobs.
+    Ls,
+    /// Re-hash every input, layer blob and build output file.
+    Verify,
+    /// Remove what the lock does not pin and layer-cache entries unused for --max-age.
+    Gc(GcArgs),
+}
+
+#[derive(Args)]
+struct GcArgs {
+    #[command(flatten)]
+    lock: LockPath,
+    /// Keep layer-cache entries used within this long.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    max_age: std::time::Duration,
+    /// Only say what would be removed.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -121,7 +196,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let bad_input = err.chain().any(|c| c.is::<spec::SpecError>());
+            let bad_input = err.chain().any(|c| {
+                c.is::<spec::SpecError>()
+                    || c.is::<lock::LockError>()
+                    || c.is::<fetch::MissingInput>()
+            });
             let causes: Vec<String> = err.chain().map(|c| c.to_string()).collect();
             if json {
                 let v = serde_json::json!({ "error": causes.first(), "causes": &causes[1..] });
@@ -218,7 +297,127 @@ fn run(cli: Cli) -> Result<()> {
             let info = inspect::inspect(&layout, i.layout.tag.as_deref())?;
             output(cli.json, &info, || print_inspection(&info))
         }
+        Command::Lock(l) => {
+            let mut lf = lock::LockFile::load(&l.lock.lock)?;
+            let r = lock::refresh(&mut lf, l.from.as_deref(), &l.repin)?;
+            output(cli.json, &r, || {
+                for p in &r.patches {
+                    println!("patch   {p}");
+                }
+                for p in &r.pinned {
+                    println!("pinned  {p}");
+                }
+                println!(
+                    "{} {}",
+                    r.lock.display(),
+                    if r.changed {
+                        "updated"
+                    } else {
+                        "is up to date"
+                    }
+                );
+            })
+        }
+        Command::Fetch(f) => {
+            let lf = lock::LockFile::load(&f.lock.lock)?;
+            let store = store::Store::open(cli.store.as_deref())?;
+            let fetcher = fetch::Fetcher::new(&store, progress(cli.json));
+            let origin = match &f.from {
+                Some(d) => fetch::Origin::Dir(d.clone()),
+                None => fetch::Origin::Network,
+            };
+            let inputs: Vec<&lock::Input> = lf.lock.inputs.iter().collect();
+            let fetched = fetcher.ensure(&inputs, &origin)?;
+            let bundle = match &f.bundle {
+                Some(b) => Some(fetch::write_bundle(&store, &lf, b)?),
+                None => None,
+            };
+            let report = serde_json::json!({ "inputs": &fetched, "bundle": &bundle });
+            output(cli.json, &report, || {
+                for i in &fetched {
+                    println!(
+                        "{:<20} {} {:>11} bytes  {}",
+                        i.name, i.sha256, i.size, i.from
+                    );
+                }
+                if let Some(b) = &bundle {
+                    println!(
+                        "bundle  {} ({} inputs, {} bytes)",
+                        b.bundle.display(),
+                        b.inputs.len(),
+                        b.bytes
+                    );
+                }
+            })
+        }
+        Command::Store(sc) => {
+            let store = store::Store::open(cli.store.as_deref())?;
+            match sc {
+                StoreCommand::Ls => {
+                    let l = store.list()?;
+                    output(cli.json, &l, || {
+                        println!("store  {}", l.root.display());
+                        for i in &l.inputs {
+                            println!("input  {} {:>12} bytes", i.id, i.size);
+                        }
+                        for b in &l.builds {
+                            println!("build  {} {:>12} bytes  {}", b.id, b.size, b.detail);
+                        }
+                        let blob_bytes: u64 = l.blobs.iter().map(|b| b.size).sum();
+                        println!(
+                            "layers {} cache entries, {} blobs, {} bytes",
+                            l.layer_entries,
+                            l.blobs.len(),
+                            blob_bytes
+                        );
+                    })
+                }
+                StoreCommand::Verify => {
+                    let v = store.verify()?;
+                    output(cli.json, &v, || {
+                        for b in &v.bad {
+                            println!("BAD  {b}");
+                        }
+                        println!("checked {} items, {} bad", v.checked, v.bad.len());
+                    })?;
+                    if !v.bad.is_empty() {
+                        anyhow::bail!("the store holds {} corrupt item(s)", v.bad.len());
+                    }
+                    Ok(())
+                }
+                StoreCommand::Gc(g) => {
+                    let lf = lock::LockFile::load(&g.lock.lock)?;
+                    let keep_inputs = lf.lock.inputs.iter().map(|i| i.sha256.clone()).collect();
+                    let keep_builds = gc_build_roots(&store, &lf)?;
+                    let c = store.gc(&keep_inputs, &keep_builds, g.max_age, g.dry_run)?;
+                    output(cli.json, &c, || {
+                        for r in &c.removed {
+                            println!("{} {r}", if c.dry_run { "would remove" } else { "removed" });
+                        }
+                        println!(
+                            "{} {} items, {} bytes",
+                            if c.dry_run { "would free" } else { "freed" },
+                            c.removed.len(),
+                            c.bytes
+                        );
+                    })
+                }
+            }
+        }
     }
+}
+
+/// Build outputs `store gc` keeps: for now every finished build (the
+/// build keys of the lock join once builds land).
+fn gc_build_roots(
+    store: &store::Store,
+    _lf: &lock::LockFile,
+) -> Result<std::collections::BTreeSet<String>> {
+    Ok(store.list()?.builds.into_iter().map(|b| b.id).collect())
+}
+
+fn progress(json: bool) -> bool {
+    !json && std::io::stderr().is_terminal()
 }
 
 fn output<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) -> Result<()> {

@@ -1,22 +1,68 @@
-//! The local store: content-addressed blobs and the layer cache.
+//! The local store: pinned inputs, build outputs, layer blobs and the layer
+//! cache.
 //!
 //! Layout (directory names carry a format version, so a future change moves
 //! to a new directory instead of misreading an old one):
-//!   blobs/sha256/<hex>        layer blobs, written once, read-only
-//!   layers-v1/<key>.json      layer recipe key -> LayerBlob
+//!   blobs/sha256/<hex>          layer blobs, written once, read-only
+//!   layers-v1/<key>.json        layer recipe key -> LayerBlob (mtime = last use)
+//!   inputs-v1/sha256/<hex>      pinned inputs (source tarballs), by content
+//!   inputs-v1/partial/<hex>     interrupted downloads, resumed with Range
+//!   builds-v1/<key>/            build outputs, by the hash of their inputs:
+//!       out/                    the installed tree (DESTDIR), stripped
+//!       debug/.build-id/xx/...  separated debug info, by ELF build-id
+//!       meta.json               what went in (see build::Meta)
+//!       manifest.json           every file of out/ and debug/ with its sha256
+//!       build.log
+//!   work-v1/<name>/             scratch space of a running build (fixed path)
+//!   logs-v1/<key>.log           the log of the last failed build of a key
+//!
+//! Everything enters the store through a temporary name and a rename, after
+//! it was verified: a killed process leaves at most a temporary file or a
+//! work directory, never a wrong entry under a real name.
 //!
 //! Location: `--store`, else `$MPSI_STORE`, else `$XDG_CACHE_HOME/mpsi`,
 //! else `~/.cache/mpsi`.
 
-use crate::digest::hex_of;
+use crate::digest::{HashingWriter, hex_of};
 use crate::fsutil;
 use crate::layer::LayerBlob;
+use crate::lock::{self, Input};
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use tempfile::NamedTempFile;
+
+const DIRS: [&str; 7] = [
+    "blobs/sha256",
+    "layers-v1",
+    "inputs-v1/sha256",
+    "inputs-v1/partial",
+    "builds-v1",
+    "work-v1",
+    "logs-v1",
+];
 
 pub struct Store {
     root: PathBuf,
+}
+
+/// Content that does not match its pin. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what}: expected sha256 {expected} ({expected_size} bytes), got sha256 {actual} ({actual_size} bytes){}; nothing was stored",
+    if source_hint.is_empty() { String::new() } else { format!(" from {source_hint}") }
+)]
+pub struct IntegrityError {
+    pub what: String,
+    pub source_hint: String,
+    pub expected: String,
+    pub expected_size: u64,
+    pub actual: String,
+    pub actual_size: u64,
 }
 
 impl Store {
@@ -25,11 +71,15 @@ impl Store {
             Some(p) => p.to_path_buf(),
             None => default_root()?,
         };
-        for d in ["blobs/sha256", "layers-v1"] {
+        for d in DIRS {
             fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating the store at {}", root.display()))?;
         }
         Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn blobs_dir(&self) -> PathBuf {
@@ -42,16 +92,499 @@ impl Store {
 
     /// The cached layer for `key`, if its blob is still there, whole.
     pub fn cached_layer(&self, key: &str) -> Option<LayerBlob> {
-        let bytes = fs::read(self.root.join("layers-v1").join(format!("{key}.json"))).ok()?;
+        let path = self.root.join("layers-v1").join(format!("{key}.json"));
+        let bytes = fs::read(&path).ok()?;
         let blob: LayerBlob = serde_json::from_slice(&bytes).ok()?;
         let meta = fs::metadata(self.blob_path(&blob.digest).ok()?).ok()?;
-        (meta.len() == blob.size).then_some(blob)
+        if meta.len() != blob.size {
+            return None;
+        }
+        // The entry's mtime records its last use, for `store gc --max-age`.
+        let _ = fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        Some(blob)
     }
 
     pub fn remember_layer(&self, key: &str, blob: &LayerBlob) -> Result<()> {
         let path = self.root.join("layers-v1").join(format!("{key}.json"));
         fsutil::write_atomic(&path, &serde_json::to_vec_pretty(blob)?)
     }
+
+    // ---- inputs ---------------------------------------------------------
+
+    pub fn input_path(&self, sha256_hex: &str) -> Result<PathBuf> {
+        anyhow::ensure!(lock::is_hex64(sha256_hex), "not a sha256: {sha256_hex:?}");
+        Ok(self.root.join("inputs-v1/sha256").join(sha256_hex))
+    }
+
+    /// The stored file of a pinned input, if present with the pinned size.
+    /// (Its content was verified when it entered the store; `store verify`
+    /// re-checks it.)
+    pub fn input(&self, input: &Input) -> Option<PathBuf> {
+        let p = self.input_path(&input.sha256).ok()?;
+        fs::metadata(&p)
+            .is_ok_and(|m| m.is_file() && m.len() == input.size)
+            .then_some(p)
+    }
+
+    /// Where an interrupted download of `input` is kept for resuming.
+    pub fn partial_path(&self, input: &Input) -> Result<PathBuf> {
+        anyhow::ensure!(
+            lock::is_hex64(&input.sha256),
+            "input {:?} is not pinned (sha256 is empty); pin it with `mpsi lock --from DIR`",
+            input.name
+        );
+        Ok(self.root.join("inputs-v1/partial").join(&input.sha256))
+    }
+
+    /// A writer that stores `input` only if the bytes match its pin.
+    pub fn input_writer(&self, input: &Input) -> Result<InputWriter> {
+        let dest = self.input_path(&input.sha256).with_context(|| {
+            format!(
+                "input {:?} is not pinned; pin it with `mpsi lock --from DIR`",
+                input.name
+            )
+        })?;
+        let tmp = fsutil::temp_in(&self.root.join("inputs-v1/sha256"))?;
+        let file = tmp.reopen()?;
+        Ok(InputWriter {
+            tmp,
+            w: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file)),
+            dest,
+            input: input.clone(),
+        })
+    }
+
+    // ---- builds ---------------------------------------------------------
+
+    pub fn build_path(&self, key: &str) -> PathBuf {
+        self.root.join("builds-v1").join(key)
+    }
+
+    /// A finished build output (it only ever appears whole, by rename).
+    pub fn build(&self, key: &str) -> Option<PathBuf> {
+        let p = self.build_path(key);
+        p.join("meta.json").is_file().then_some(p)
+    }
+
+    pub fn builds_dir(&self) -> PathBuf {
+        self.root.join("builds-v1")
+    }
+
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        self.root.join("work-v1").join(name)
+    }
+
+    pub fn failed_log_path(&self, key: &str) -> PathBuf {
+        self.root.join("logs-v1").join(format!("{key}.log"))
+    }
+
+    // ---- ls / verify / gc ----------------------------------------------
+
+    pub fn list(&self) -> Result<Listing> {
+        let mut l = Listing {
+            root: self.root.clone(),
+            ..Default::default()
+        };
+        for (name, meta) in read_dir_sorted(&self.root.join("inputs-v1/sha256"))? {
+            if meta.is_file() && lock::is_hex64(&name) {
+                l.inputs.push(Item {
+                    id: name,
+                    size: meta.len(),
+                    detail: String::new(),
+                });
+            }
+        }
+        for (name, meta) in read_dir_sorted(&self.builds_dir())? {
+            if !meta.is_dir() || name.starts_with('.') {
+                continue;
+            }
+            let dir = self.builds_dir().join(&name);
+            let detail = fs::read(dir.join("meta.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .map(|m| {
+                    format!(
+                        "{} {}{}",
+                        m["name"].as_str().unwrap_or("?"),
+                        m["version"].as_str().unwrap_or(""),
+                        if m["hermetic"] == false {
+                            " (non-hermetic: built with network)"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .unwrap_or_default();
+            l.builds.push(Item {
+                id: name,
+                size: du(&dir),
+                detail,
+            });
+        }
+        for (name, meta) in read_dir_sorted(&self.blobs_dir())? {
+            if meta.is_file() && lock::is_hex64(&name) {
+                l.blobs.push(Item {
+                    id: name,
+                    size: meta.len(),
+                    detail: String::new(),
+                });
+            }
+        }
+        l.layer_entries = read_dir_sorted(&self.root.join("layers-v1"))?
+            .iter()
+            .filter(|(n, _)| n.ends_with(".json"))
+            .count();
+        Ok(l)
+    }
+
+    /// Re-hashes every input, layer blob and build output file.
+    pub fn verify(&self) -> Result<Verification> {
+        let mut v = Verification::default();
+        for (name, meta) in read_dir_sorted(&self.root.join("inputs-v1/sha256"))? {
+            if !meta.is_file() || !lock::is_hex64(&name) {
+                continue;
+            }
+            let path = self.root.join("inputs-v1/sha256").join(&name);
+            let (sha, _) = lock::hash_file(&path)?;
+            v.checked += 1;
+            if sha != name {
+                v.bad.push(format!(
+                    "input {}: content has sha256 {sha}; delete it and run `mpsi fetch` again",
+                    path.display()
+                ));
+            }
+        }
+        for (name, meta) in read_dir_sorted(&self.blobs_dir())? {
+            if !meta.is_file() || !lock::is_hex64(&name) {
+                continue;
+            }
+            let path = self.blobs_dir().join(&name);
+            let (sha, _) = lock::hash_file(&path)?;
+            v.checked += 1;
+            if sha != name {
+                v.bad.push(format!(
+                    "layer blob {}: content has sha256 {sha}; delete it (the next assemble rewrites it)",
+                    path.display()
+                ));
+            }
+        }
+        for (name, meta) in read_dir_sorted(&self.builds_dir())? {
+            if !meta.is_dir() || name.starts_with('.') {
+                continue;
+            }
+            let dir = self.builds_dir().join(&name);
+            let manifest: Manifest = match fs::read(dir.join("manifest.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                Some(m) => m,
+                None => {
+                    v.bad.push(format!(
+                        "build {}: manifest.json is missing or unreadable; delete the directory",
+                        dir.display()
+                    ));
+                    continue;
+                }
+            };
+            let now = Manifest::of(&dir)?;
+            v.checked += now.files.len();
+            if now != manifest {
+                let old: BTreeSet<_> = manifest.files.iter().collect();
+                let new: BTreeSet<_> = now.files.iter().collect();
+                let diff: Vec<String> = old
+                    .symmetric_difference(&new)
+                    .take(5)
+                    .map(|f| f.path.clone())
+                    .collect();
+                v.bad.push(format!(
+                    "build {}: differs from its manifest (e.g. {}); delete the directory and assemble again",
+                    dir.display(),
+                    diff.join(", ")
+                ));
+            }
+        }
+        Ok(v)
+    }
+
+    /// Removes what nothing needs: inputs not in `keep_inputs`, builds not in
+    /// `keep_builds`, layer-cache entries unused for `max_age` and blobs no
+    /// cache entry names, interrupted downloads, idle work directories.
+    pub fn gc(
+        &self,
+        keep_inputs: &BTreeSet<String>,
+        keep_builds: &BTreeSet<String>,
+        max_age: Duration,
+        dry_run: bool,
+    ) -> Result<Collection> {
+        let mut c = Collection {
+            dry_run,
+            ..Default::default()
+        };
+        let remove = |path: PathBuf, c: &mut Collection| -> Result<()> {
+            let size = du(&path);
+            c.removed.push(path.display().to_string());
+            c.bytes += size;
+            if !dry_run {
+                remove_any(&path)?;
+            }
+            Ok(())
+        };
+        for (name, _) in read_dir_sorted(&self.root.join("inputs-v1/sha256"))? {
+            if !keep_inputs.contains(&name) {
+                remove(self.root.join("inputs-v1/sha256").join(name), &mut c)?;
+            }
+        }
+        for (name, _) in read_dir_sorted(&self.root.join("inputs-v1/partial"))? {
+            remove(self.root.join("inputs-v1/partial").join(name), &mut c)?;
+        }
+        for (name, _) in read_dir_sorted(&self.builds_dir())? {
+            if !keep_builds.contains(&name) {
+                remove(self.builds_dir().join(name), &mut c)?;
+            }
+        }
+        for (name, meta) in read_dir_sorted(&self.root.join("work-v1"))? {
+            if !meta.is_dir() {
+                continue;
+            }
+            let dir = self.root.join("work-v1").join(&name);
+            // A running build holds the lock; its work directory stays.
+            if let Some(_guard) = crate::fsutil::try_lock(&self.root.join("work-v1"), &name)? {
+                remove(dir, &mut c)?;
+            }
+        }
+        for (name, _) in read_dir_sorted(&self.root.join("logs-v1"))? {
+            let key = name.trim_end_matches(".log");
+            if !keep_builds.contains(key) {
+                remove(self.root.join("logs-v1").join(name), &mut c)?;
+            }
+        }
+        let now = SystemTime::now();
+        let mut live_blobs = BTreeSet::new();
+        for (name, meta) in read_dir_sorted(&self.root.join("layers-v1"))? {
+            let path = self.root.join("layers-v1").join(&name);
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            let blob: Option<LayerBlob> = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            match blob {
+                Some(b) if age <= max_age => {
+                    live_blobs.insert(hex_of(&b.digest).unwrap_or("").to_string());
+                }
+                _ => remove(path, &mut c)?,
+            }
+        }
+        for (name, _) in read_dir_sorted(&self.blobs_dir())? {
+            if !live_blobs.contains(&name) {
+                remove(self.blobs_dir().join(name), &mut c)?;
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Streams an input into a temporary file beside its final place; `finish`
+/// renames it to its hash only if size and sha256 match the pin.
+pub struct InputWriter {
+    tmp: NamedTempFile,
+    w: HashingWriter<io::BufWriter<fs::File>>,
+    dest: PathBuf,
+    input: Input,
+}
+
+impl Write for InputWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+impl InputWriter {
+    /// Verifies and commits; `from` names where the bytes came from, for the error.
+    pub fn finish(self, from: &str) -> Result<PathBuf> {
+        let (w, digest, size) = self.w.finish();
+        w.into_inner().map_err(|e| e.into_error())?;
+        let actual = digest.trim_start_matches("sha256:").to_string();
+        if actual != self.input.sha256 || size != self.input.size {
+            return Err(IntegrityError {
+                what: format!("input {:?} ({})", self.input.name, self.input.file),
+                source_hint: from.to_string(),
+                expected: self.input.sha256.clone(),
+                expected_size: self.input.size,
+                actual,
+                actual_size: size,
+            }
+            .into());
+        }
+        fsutil::commit(self.tmp, &self.dest)?;
+        Ok(self.dest)
+    }
+}
+
+/// Every file of a build output with its type and content hash, so
+/// `store verify` can tell that nothing changed after the build.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub files: Vec<ManifestEntry>,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub path: String,
+    /// `d`, `f`, `x` (executable file) or `l`.
+    pub kind: char,
+    /// sha256 for files, the target for links, empty for directories.
+    pub value: String,
+}
+
+impl Manifest {
+    /// Lists `out/` and `debug/` under a build directory.
+    pub fn of(dir: &Path) -> Result<Manifest> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files = Vec::new();
+        for top in ["out", "debug"] {
+            let root = dir.join(top);
+            if !root.exists() {
+                continue;
+            }
+            let mut stack = vec![root.clone()];
+            while let Some(d) = stack.pop() {
+                for (name, meta) in read_dir_sorted(&d)? {
+                    let p = d.join(&name);
+                    let rel = p
+                        .strip_prefix(dir)
+                        .expect("under dir")
+                        .to_string_lossy()
+                        .into_owned();
+                    let (kind, value) = if meta.file_type().is_symlink() {
+                        ('l', fs::read_link(&p)?.to_string_lossy().into_owned())
+                    } else if meta.is_dir() {
+                        stack.push(p.clone());
+                        ('d', String::new())
+                    } else {
+                        let exec = meta.permissions().mode() & 0o111 != 0;
+                        (
+                            if exec { 'x' } else { 'f' },
+                            lock::hash_file(&p)
+                                .with_context(|| format!("hashing {}", p.display()))?
+                                .0,
+                        )
+                    };
+                    files.push(ManifestEntry {
+                        path: rel,
+                        kind,
+                        value,
+                    });
+                }
+            }
+        }
+        files.sort();
+        Ok(Manifest { files })
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Listing {
+    pub root: PathBuf,
+    pub inputs: Vec<Item>,
+    pub builds: Vec<Item>,
+    pub blobs: Vec<Item>,
+    pub layer_entries: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Item {
+    pub id: String,
+    pub size: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Verification {
+    pub checked: usize,
+    pub bad: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Collection {
+    pub dry_run: bool,
+    pub removed: Vec<String>,
+    pub bytes: u64,
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, fs::Metadata)>> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for e in rd {
+        let e = e.with_context(|| format!("reading {}", dir.display()))?;
+        let meta = fs::symlink_metadata(e.path())?;
+        out.push((e.file_name().to_string_lossy().into_owned(), meta));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Bytes on disk under `path` (files only, not following links).
+pub fn du(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.blocks() * 512;
+    }
+    let mut total = meta.blocks() * 512;
+    if let Ok(rd) = fs::read_dir(path) {
+        for e in rd.flatten() {
+            total += du(&e.path());
+        }
+    }
+    total
+}
+
+/// Removes a file or a whole tree, making read-only directories writable
+/// first (build outputs are read-only).
+pub fn remove_any(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    };
+    if meta.is_dir() {
+        make_writable(path);
+        fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+    } else {
+        fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
+    }
+}
+
+fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
+
+/// Keys of `map` as a set (for gc roots).
+pub fn keys<V>(map: &BTreeMap<String, V>) -> BTreeSet<String> {
+    map.keys().cloned().collect()
 }
 
 fn default_root() -> Result<PathBuf> {
@@ -66,5 +599,86 @@ fn default_root() -> Result<PathBuf> {
         None => anyhow::bail!(
             "no store location: set MPSI_STORE (or HOME / XDG_CACHE_HOME), or pass --store DIR"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(data: &[u8]) -> Input {
+        let (sha, size) = {
+            let d = crate::digest::sha256_digest(data);
+            (
+                d.trim_start_matches("sha256:").to_string(),
+                data.len() as u64,
+            )
+        };
+        Input {
+            name: "x".into(),
+            file: "x.tar.gz".into(),
+            version: None,
+            size,
+            sha256: sha,
+            urls: vec![],
+        }
+    }
+
+    #[test]
+    fn inputs_enter_only_when_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(Some(tmp.path())).unwrap();
+        let good = input(b"hello");
+        let mut w = store.input_writer(&good).unwrap();
+        w.write_all(b"hello").unwrap();
+        let p = w.finish("test").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"hello");
+        assert_eq!(store.input(&good), Some(p));
+
+        let other = input(b"world");
+        let mut w = store.input_writer(&other).unwrap();
+        w.write_all(b"w0rld").unwrap();
+        let e = w.finish("test").unwrap_err();
+        let ie = e.downcast_ref::<IntegrityError>().unwrap();
+        assert_eq!(ie.expected, other.sha256);
+        assert!(store.input(&other).is_none());
+        // Only the good input is in the store, no temp files left.
+        assert_eq!(
+            fs::read_dir(tmp.path().join("inputs-v1/sha256"))
+                .unwrap()
+                .count(),
+            1
+        );
+        assert!(store.verify().unwrap().bad.is_empty());
+        fs::write(store.input_path(&good.sha256).unwrap(), b"HELLO").unwrap();
+        assert_eq!(store.verify().unwrap().bad.len(), 1);
+    }
+
+    #[test]
+    fn gc_keeps_roots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(Some(tmp.path())).unwrap();
+        for data in [&b"keep"[..], b"drop"] {
+            let i = input(data);
+            let mut w = store.input_writer(&i).unwrap();
+            w.write_all(data).unwrap();
+            w.finish("t").unwrap();
+        }
+        fs::create_dir_all(store.build_path("k1").join("out")).unwrap();
+        fs::create_dir_all(store.build_path("k2").join("out")).unwrap();
+        let keep_in: BTreeSet<String> = [input(b"keep").sha256].into();
+        let keep_b: BTreeSet<String> = ["k1".to_string()].into();
+        let c = store
+            .gc(&keep_in, &keep_b, Duration::from_secs(3600), true)
+            .unwrap();
+        assert_eq!(c.removed.len(), 2);
+        assert!(store.build_path("k2").exists(), "dry run removes nothing");
+        store
+            .gc(&keep_in, &keep_b, Duration::from_secs(3600), false)
+            .unwrap();
+        assert!(!store.build_path("k2").exists());
+        assert!(store.build_path("k1").exists());
+        assert!(store.input(&input(b"keep")).is_some());
+        assert!(store.input(&input(b"drop")).is_none());
     }
 }

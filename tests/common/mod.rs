@@ -262,3 +262,112 @@ pub fn cached_flags(report: &serde_json::Value) -> Vec<bool> {
         .map(|l| l["cached"].as_bool().unwrap())
         .collect()
 }
+
+/// A tiny HTTP/1.1 file server on 127.0.0.1 for fetch tests. Serves `files`
+/// (path -> bytes), honours `Range: bytes=N-`, and records every request.
+/// With `cut_first`, the first response for a path promises the whole body
+/// but the connection closes after that many bytes.
+pub struct TestServer {
+    pub port: u16,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    pub fn start(files: Vec<(String, Vec<u8>)>, cut_first: Option<usize>) -> TestServer {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            let mut cut = cut_first;
+            // Bounded: a test never needs more than a few dozen requests.
+            for stream in listener.incoming().take(64) {
+                let Ok(mut s) = stream else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let mut range: Option<usize> = None;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        range = v.trim().trim_end_matches('-').parse().ok();
+                    }
+                }
+                log.lock().unwrap().push(match range {
+                    Some(n) => format!("GET {path} range={n}"),
+                    None => format!("GET {path}"),
+                });
+                let Some((_, body)) = files.iter().find(|(p, _)| *p == path) else {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                };
+                let start = range.unwrap_or(0).min(body.len());
+                let part = &body[start..];
+                let head = if range.is_some() {
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{}\r\nConnection: close\r\n\r\n",
+                        part.len(),
+                        start,
+                        body.len().saturating_sub(1),
+                        body.len()
+                    )
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        part.len()
+                    )
+                };
+                let _ = s.write_all(head.as_bytes());
+                match cut.take() {
+                    Some(n) => {
+                        let _ = s.write_all(&part[..n.min(part.len())]);
+                    }
+                    None => {
+                        let _ = s.write_all(part);
+                    }
+                }
+                let _ = s.flush();
+            }
+        });
+        TestServer { port, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Runs a command that must fail; returns (exit code, stderr).
+pub fn run_fail(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        !out.status.success(),
+        "{:?} should have failed\nstdout: {}\nstderr: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
