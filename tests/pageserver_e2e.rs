@@ -232,7 +232,7 @@ fn load_table(s: &Server) {
     s.sql("CREATE TABLE t.a (id INT PRIMARY KEY, v VARCHAR(1000)) ENGINE=InnoDB");
     // 20,000 rows of 1,000 bytes: ~20 MB, well above the 8 MB buffer pool.
     s.sql(&format!(
-        "INSERT INTO t.a SELECT seq, REPEAT(CHAR(65 + seq % 26), 1000) FROM seq_1_to_{ROWS}"
+        "INSERT INTO t.a SELECT seq, REPEAT(CHAR(65 + seq % 26), 1000) FROM t.seq_1_to_{ROWS}"
     ));
 }
 
