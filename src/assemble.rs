@@ -21,6 +21,9 @@ pub struct Options {
     pub use_cache: bool,
     pub threads: usize,
     pub progress: bool,
+    /// Where build inputs missing from the store may come from.
+    pub inputs: crate::fetch::Origin,
+    pub build: crate::build::Options,
 }
 
 #[derive(Serialize)]
@@ -32,6 +35,9 @@ pub struct Report {
     pub manifest_size: u64,
     pub config_digest: String,
     pub source_date_epoch: u64,
+    /// Build outputs the layers take files from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<crate::build::Built>,
     pub layers: Vec<LayerReport>,
 }
 
@@ -74,10 +80,36 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options) -> Result<Report> {
     };
     let tag = opts.tag.clone().unwrap_or_else(|| spec.image.tag.clone());
 
+    // Build outputs first: each named build is taken from the store, or
+    // built (fetching its inputs) if its key is new.
+    let mut wanted = std::collections::BTreeSet::new();
+    for l in &spec.layers {
+        for s in &l.sources {
+            if let crate::spec::Source::Tree {
+                from_build: Some(b),
+                ..
+            } = s
+            {
+                wanted.insert(b.clone());
+            }
+        }
+    }
+    let mut builds = Vec::new();
+    let mut build_roots = std::collections::BTreeMap::new();
+    if !wanted.is_empty() {
+        let lock_path = spec.lock.as_ref().expect("checked by the spec parser");
+        let lf = crate::lock::LockFile::load(lock_path)?;
+        for name in wanted {
+            let b = crate::build::ensure(store, &lf, &name, &opts.build, &opts.inputs)?;
+            build_roots.insert(name, b.path.join("out"));
+            builds.push(b);
+        }
+    }
+
     let mut layers = Vec::new();
     for (i, l) in spec.layers.iter().enumerate() {
-        let entries =
-            rootfs::collect(l).with_context(|| format!("gathering layer {:?}", l.name))?;
+        let entries = rootfs::collect(l, &build_roots)
+            .with_context(|| format!("gathering layer {:?}", l.name))?;
         let key = layer::cache_key(&entries, enc);
         let cached = if opts.use_cache {
             store.cached_layer(&key)
@@ -140,6 +172,7 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options) -> Result<Report> {
         manifest_size: docs.manifest.len() as u64,
         config_digest: docs.config_digest,
         source_date_epoch: epoch,
+        builds,
         layers,
     })
 }

@@ -2,6 +2,7 @@
 
 mod archive;
 mod assemble;
+mod build;
 mod compress;
 mod digest;
 mod fetch;
@@ -11,6 +12,7 @@ mod layer;
 mod lock;
 mod oci;
 mod rootfs;
+mod sandbox;
 mod spec;
 mod store;
 
@@ -160,6 +162,22 @@ struct AssembleArgs {
     /// Compression threads [default: number of CPUs]. The output does not depend on it.
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
+    /// Take build inputs missing from the store from this bundle (`mpsi fetch --bundle`).
+    #[arg(long, value_name = "FILE")]
+    inputs: Option<PathBuf>,
+    /// Never use the network: inputs come from the store or --inputs only.
+    #[arg(long)]
+    offline: bool,
+    /// If the build cannot be isolated from the network, build anyway (the
+    /// output is recorded as non-hermetic and keyed apart).
+    #[arg(long)]
+    allow_network: bool,
+    /// Do not use ccache for builds even if it is installed.
+    #[arg(long)]
+    no_ccache: bool,
+    /// Parallel build jobs for ninja [default: ninja's].
+    #[arg(long, value_name = "N")]
+    build_jobs: Option<usize>,
 }
 
 #[derive(Args)]
@@ -200,6 +218,7 @@ fn main() -> ExitCode {
                 c.is::<spec::SpecError>()
                     || c.is::<lock::LockError>()
                     || c.is::<fetch::MissingInput>()
+                    || c.is::<build::PatchFailed>()
             });
             let causes: Vec<String> = err.chain().map(|c| c.to_string()).collect();
             if json {
@@ -233,12 +252,40 @@ fn run(cli: Cli) -> Result<()> {
                     .jobs
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                     .max(1),
-                progress: !cli.json && std::io::stderr().is_terminal(),
+                progress: progress(cli.json),
+                inputs: match (&a.inputs, a.offline) {
+                    (Some(b), _) => fetch::Origin::Bundle(b.clone()),
+                    (None, true) => fetch::Origin::StoreOnly,
+                    (None, false) => fetch::Origin::Network,
+                },
+                build: build::Options {
+                    allow_network: a.allow_network,
+                    ccache: !a.no_ccache,
+                    progress: progress(cli.json),
+                    jobs: a.build_jobs,
+                },
             };
             let report = assemble::run(&spec, &store, &opts)?;
             output(cli.json, &report, || {
                 println!("assembled {} ({})", report.image, report.manifest_digest);
                 println!("  layout  {}", report.layout.display());
+                for b in &report.builds {
+                    println!(
+                        "  build   {:<20} {}{}{}",
+                        b.name,
+                        &b.key[..16],
+                        if b.cached {
+                            "  (cached)".to_string()
+                        } else {
+                            format!("  built in {:.0} s", b.seconds)
+                        },
+                        if b.hermetic {
+                            ""
+                        } else {
+                            "  NON-HERMETIC (network allowed)"
+                        }
+                    );
+                }
                 for l in &report.layers {
                     println!(
                         "  layer   {:<20} {} {:>10} bytes {:>6} entries{}",
@@ -407,13 +454,31 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Build outputs `store gc` keeps: for now every finished build (the
-/// build keys of the lock join once builds land).
+/// Build outputs `store gc` keeps: those of the lock's builds as this
+/// machine would key them now (hermetic, and non-hermetic if present).
 fn gc_build_roots(
-    store: &store::Store,
-    _lf: &lock::LockFile,
+    _store: &store::Store,
+    lf: &lock::LockFile,
 ) -> Result<std::collections::BTreeSet<String>> {
-    Ok(store.list()?.builds.into_iter().map(|b| b.id).collect())
+    let mut keep = std::collections::BTreeSet::new();
+    for name in lf.lock.build.keys() {
+        for allow_network in [false, true] {
+            let opts = build::Options {
+                allow_network,
+                ccache: false,
+                progress: false,
+                jobs: None,
+            };
+            match build::plan(lf, name, &opts) {
+                Ok(p) => {
+                    keep.insert(p.key);
+                }
+                Err(e) if allow_network => return Err(e),
+                Err(_) => {} // no sandbox here: only the non-hermetic key applies
+            }
+        }
+    }
+    Ok(keep)
 }
 
 fn progress(json: bool) -> bool {

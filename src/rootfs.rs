@@ -96,12 +96,18 @@ impl Entry {
 }
 
 /// Lists a layer's entries, sorted, with parents and hard links resolved.
-pub fn collect(layer: &LayerSpec) -> Result<Vec<Entry>> {
+/// `builds` maps each build name a `from_build` tree may name to its
+/// installed tree in the store.
+pub fn collect(
+    layer: &LayerSpec,
+    builds: &std::collections::BTreeMap<String, PathBuf>,
+) -> Result<Vec<Entry>> {
     let mut tree = Tree::default();
     for source in &layer.sources {
         match source {
             Source::Tree {
                 from,
+                from_build,
                 to,
                 include,
                 exclude,
@@ -111,6 +117,20 @@ pub fn collect(layer: &LayerSpec) -> Result<Vec<Entry>> {
                 dir_mode,
                 at,
             } => {
+                let resolved;
+                let from = match from_build {
+                    None => from,
+                    Some(b) => {
+                        let root = builds.get(b).ok_or_else(|| {
+                            at.error(
+                                "from_build",
+                                format!("no output of build {b:?} was prepared"),
+                            )
+                        })?;
+                        resolved = root.join(from);
+                        &resolved
+                    }
+                };
                 let walker = TreeWalk {
                     root: from,
                     canon_root: fs::canonicalize(from)

@@ -75,6 +75,9 @@ impl Owner {
 #[derive(Debug)]
 pub struct Spec {
     pub file: PathBuf,
+    /// The lockfile (`lock = "..."`, relative to the spec), needed when a
+    /// layer takes files from a build output.
+    pub lock: Option<PathBuf>,
     pub image: ImageMeta,
     pub config: ImageConfig,
     pub layers: Vec<LayerSpec>,
@@ -131,7 +134,11 @@ pub struct LayerSpec {
 #[derive(Debug)]
 pub enum Source {
     Tree {
+        /// A host directory, or with `from_build` a path inside that build's
+        /// installed tree (empty for its root).
         from: PathBuf,
+        /// Name of a `[build.NAME]` of the lock whose output the tree comes from.
+        from_build: Option<String>,
         /// Image path, relative to `/` (empty for the root).
         to: String,
         include: Option<GlobSet>,
@@ -174,6 +181,7 @@ pub enum FileData {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
+    lock: Option<Spanned<String>>,
     image: RawImage,
     #[serde(default)]
     config: RawConfig,
@@ -248,7 +256,8 @@ struct RawLayer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTree {
-    from: Spanned<String>,
+    from: Option<Spanned<String>>,
+    from_build: Option<Spanned<String>>,
     to: Spanned<String>,
     #[serde(default)]
     include: Vec<String>,
@@ -378,6 +387,7 @@ impl Spec {
         })?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let image = image_meta(&ctx, raw.image)?;
+        let lock = raw.lock.as_ref().map(|l| base.join(l.get_ref()));
         let config = image_config(&ctx, raw.config)?;
         let mut layers = Vec::new();
         for (i, l) in raw.layers.into_iter().enumerate() {
@@ -391,7 +401,7 @@ impl Spec {
                     format!("layer name {:?} is used twice", l.name.get_ref()),
                 );
             }
-            layers.push(layer_spec(&ctx, &base, i, l)?);
+            layers.push(layer_spec(&ctx, &base, i, l, raw.lock.is_some())?);
         }
         if layers.is_empty() {
             return Err(SpecError {
@@ -403,6 +413,7 @@ impl Spec {
         }
         Ok(Spec {
             file: file.to_path_buf(),
+            lock,
             image,
             config,
             layers,
@@ -714,7 +725,13 @@ fn globset(
     b.build().or_else(|e| ctx.err(span, field, e.to_string()))
 }
 
-fn layer_spec(ctx: &Ctx, base: &Path, index: usize, raw: RawLayer) -> Result<LayerSpec, SpecError> {
+fn layer_spec(
+    ctx: &Ctx,
+    base: &Path,
+    index: usize,
+    raw: RawLayer,
+    has_lock: bool,
+) -> Result<LayerSpec, SpecError> {
     let name = raw.name.get_ref().clone();
     if name.is_empty() {
         return ctx.err(raw.name.span(), "layer.name", "must not be empty");
@@ -729,22 +746,52 @@ fn layer_spec(ctx: &Ctx, base: &Path, index: usize, raw: RawLayer) -> Result<Lay
     };
     let mut sources = Vec::new();
     for (n, t) in raw.tree.into_iter().enumerate() {
-        let at = loc("tree", n, t.from.span());
+        let span = t.from.as_ref().map_or(t.to.span(), |f| f.span());
+        let at = loc("tree", n, span.clone());
         let include = if t.include.is_empty() {
             None
         } else {
             Some(globset(
                 ctx,
-                t.from.span(),
+                span.clone(),
                 "layer.tree.include",
                 &t.include,
             )?)
         };
+        let (from, from_build) = match (&t.from, &t.from_build) {
+            (Some(f), None) => (base.join(f.get_ref()), None),
+            (None, None) => {
+                return ctx.err(
+                    span,
+                    "layer.tree",
+                    "needs `from` (a directory) or `from_build` (a build of the lock)",
+                );
+            }
+            (f, Some(b)) => {
+                if !has_lock {
+                    return ctx.err(
+                        b.span(),
+                        "layer.tree.from_build",
+                        "a build output needs the lockfile: add `lock = \"../mpsi.lock\"` at the top of the spec",
+                    );
+                }
+                let inner = f.as_ref().map(|f| f.get_ref().as_str()).unwrap_or("");
+                if inner.starts_with('/') || inner.split('/').any(|c| c == "..") {
+                    return ctx.err(
+                        f.as_ref().expect("non-empty").span(),
+                        "layer.tree.from",
+                        format!("{inner:?} must be a relative path inside the build output, without '..'"),
+                    );
+                }
+                (PathBuf::from(inner), Some(b.get_ref().clone()))
+            }
+        };
         sources.push(Source::Tree {
-            from: base.join(t.from.get_ref()),
+            from,
+            from_build,
             to: ipath(&t.to, "layer.tree.to")?,
             include,
-            exclude: globset(ctx, t.from.span(), "layer.tree.exclude", &t.exclude)?,
+            exclude: globset(ctx, span, "layer.tree.exclude", &t.exclude)?,
             follow_symlinks: t.follow_symlinks,
             owner: parse_owner(ctx, t.owner, t.owner_names, "layer.tree")?,
             file_mode: t.file_mode,

@@ -29,7 +29,7 @@ use crate::layer::LayerBlob;
 use crate::lock::{self, Input};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -580,11 +580,6 @@ fn make_writable(dir: &Path) {
             }
         }
     }
-}
-
-/// Keys of `map` as a set (for gc roots).
-pub fn keys<V>(map: &BTreeMap<String, V>) -> BTreeSet<String> {
-    map.keys().cloned().collect()
 }
 
 fn default_root() -> Result<PathBuf> {

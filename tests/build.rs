@@ -1,0 +1,454 @@
+//! The whole build pipeline on a tiny cmake project that the tests make:
+//! lock -> fetch (local HTTP server on 127.0.0.1, a directory, a bundle) ->
+//! unpack -> patch -> cmake + ninja in the sandbox -> store -> layer.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CMAKELISTS: &str = r#"cmake_minimum_required(VERSION 3.10)
+project(hello C)
+if(FETCH_URL)
+  file(DOWNLOAD "${FETCH_URL}" "${CMAKE_BINARY_DIR}/downloaded.txt" STATUS st TIMEOUT 5)
+  list(GET st 0 code)
+  if(NOT code EQUAL 0)
+    message(FATAL_ERROR "download of ${FETCH_URL} failed: ${st}")
+  endif()
+endif()
+if(WAIT_FOR)
+  add_custom_target(wait ALL COMMAND sh ${CMAKE_SOURCE_DIR}/wait.sh ${WAIT_FOR})
+endif()
+add_executable(hello hello.c)
+if(BREAK)
+  target_compile_definitions(hello PRIVATE BREAK_IT)
+endif()
+install(TARGETS hello DESTINATION bin)
+install(FILES data.txt DESTINATION share/hello)
+"#;
+
+const HELLO_C: &str = r#"#include <stdio.h>
+#ifdef BREAK_IT
+#error "this build is meant to fail"
+#endif
+int main(void) {
+    puts("hello");
+    return 0;
+}
+"#;
+
+const GOOD_PATCH: &str = r#"--- a/hello.c
++++ b/hello.c
+@@ -4,5 +4,5 @@
+ #endif
+ int main(void) {
+-    puts("hello");
++    puts("hello, patched");
+     return 0;
+ }
+"#;
+
+const BAD_PATCH: &str = r#"--- a/hello.c
++++ b/hello.c
+@@ -4,5 +4,5 @@
+ #endif
+ int main(void) {
+-    puts("goodbye");
++    puts("hello, patched");
+     return 0;
+ }
+"#;
+
+struct Project {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    lock: PathBuf,
+    spec: PathBuf,
+    store: PathBuf,
+    files: PathBuf,
+    tarball: Vec<u8>,
+}
+
+/// A source tarball (hello-1.0/...), a patch series, a lock and a spec.
+fn project(extra_flags: &[&str], urls: &[String]) -> Project {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let files = root.join("files");
+    fs::create_dir_all(&files).unwrap();
+    let tarball = {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut add = |path: &str, data: &[u8], mode: u32| {
+            let mut h = tar::Header::new_ustar();
+            h.set_path(path).unwrap();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_mtime(1_600_000_000);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        add("hello-1.0/CMakeLists.txt", CMAKELISTS.as_bytes(), 0o644);
+        add("hello-1.0/hello.c", HELLO_C.as_bytes(), 0o644);
+        add("hello-1.0/data.txt", b"some data\n", 0o644);
+        add(
+            "hello-1.0/wait.sh",
+            b"while [ ! -e \"$1\" ]; do sleep 0.1; done\n",
+            0o644,
+        );
+        b.into_inner().unwrap().finish().unwrap()
+    };
+    fs::write(files.join("hello-1.0.tar.gz"), &tarball).unwrap();
+    fs::create_dir_all(root.join("patches")).unwrap();
+    fs::write(root.join("patches/series"), "0001-greeting.patch\n").unwrap();
+    fs::write(root.join("patches/0001-greeting.patch"), GOOD_PATCH).unwrap();
+    let mut flags = vec![
+        "-DCMAKE_BUILD_TYPE=Release".to_string(),
+        "-DCMAKE_INSTALL_PREFIX=/usr".to_string(),
+    ];
+    flags.extend(extra_flags.iter().map(|s| s.to_string()));
+    let lock = root.join("mpsi.lock");
+    fs::write(
+        &lock,
+        format!(
+            r#"version = 1
+source_date_epoch = 1700000000
+
+[[input]]
+name = "hello-source"
+file = "hello-1.0.tar.gz"
+version = "1.0"
+size = {}
+sha256 = "{}"
+urls = {urls:?}
+
+[build.hello]
+recipe = "cmake-ninja-v1"
+source = "hello-source"
+series = "patches/series"
+tools = ["cmake", "ninja", "gcc", "patch"]
+cmake_flags = {flags:?}
+"#,
+            tarball.len(),
+            sha256_hex(&tarball)
+        ),
+    )
+    .unwrap();
+    let store = root.join("store");
+    run_ok(mpsi(&store).arg("lock").arg("--lock").arg(&lock));
+    let spec = root.join("image.toml");
+    fs::write(
+        &spec,
+        r#"lock = "mpsi.lock"
+
+[image]
+name = "mpsi-test/hello"
+source_date_epoch = 1700000000
+
+[config]
+cmd = ["/usr/bin/hello"]
+
+[[layer]]
+name = "hello"
+[[layer.tree]]
+from_build = "hello"
+from = "usr"
+to = "/usr"
+exclude = ["share", "share/**"]
+"#,
+    )
+    .unwrap();
+    Project {
+        _tmp: tmp,
+        root,
+        lock,
+        spec,
+        store,
+        files,
+        tarball,
+    }
+}
+
+impl Project {
+    fn assemble(&self, store: &Path) -> Command {
+        let mut c = mpsi(store);
+        c.arg("assemble")
+            .arg(&self.spec)
+            .arg("-o")
+            .arg(self.root.join("oci"))
+            .args(["--json", "--no-ccache"]);
+        c
+    }
+
+    fn fetch_from_files(&self, store: &Path) {
+        run_ok(
+            mpsi(store)
+                .arg("fetch")
+                .arg("--from")
+                .arg(&self.files)
+                .arg("--lock")
+                .arg(&self.lock),
+        );
+    }
+
+    fn builds(&self, store: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(store.join("builds-v1"))
+            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+#[test]
+fn build_from_http_then_cache_hit_then_offline_from_a_bundle() {
+    let mut p = project(&[], &[]);
+    let server = TestServer::start(vec![("/hello-1.0.tar.gz".into(), p.tarball.clone())], None);
+    // Point the lock at the server (the pin stays the same).
+    let text = fs::read_to_string(&p.lock).unwrap().replace(
+        "urls = []",
+        &format!("urls = [{:?}]", server.url("/hello-1.0.tar.gz")),
+    );
+    fs::write(&p.lock, text).unwrap();
+
+    // First assemble: downloads the source, builds, makes the layer.
+    let first = json(&run_ok(&mut p.assemble(&p.store)));
+    assert_eq!(server.log(), ["GET /hello-1.0.tar.gz"]);
+    let b = &first["builds"][0];
+    assert_eq!(b["name"], "hello");
+    assert_eq!(b["cached"], false);
+    assert_eq!(b["hermetic"], true);
+    let out = PathBuf::from(b["path"].as_str().unwrap());
+    let hello = out.join("out/usr/bin/hello");
+    let ran = Command::new(&hello).output().unwrap();
+    assert_eq!(ran.stdout, b"hello, patched\n", "the patch was applied");
+    // Stripped, with the debug info kept apart by build-id.
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("meta.json")).unwrap()).unwrap();
+    let id = meta["build_ids"][0].as_str().unwrap();
+    assert!(
+        out.join("debug/.build-id")
+            .join(&id[..2])
+            .join(format!("{}.debug", &id[2..]))
+            .is_file()
+    );
+    let sections = Command::new("readelf")
+        .arg("-S")
+        .arg(&hello)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&sections.stdout).contains(".debug_info"));
+    assert!(
+        meta["toolchain"]["cmake"]
+            .as_str()
+            .unwrap()
+            .contains("cmake")
+    );
+    assert_eq!(meta["hermetic"], true);
+    assert_eq!(
+        first["layers"][0]["entries"], 3,
+        "usr, usr/bin, usr/bin/hello"
+    );
+
+    // Second assemble: nothing changed, the build is skipped entirely.
+    let t = Instant::now();
+    let second = json(&run_ok(&mut p.assemble(&p.store)));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a cache hit took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(second["builds"][0]["cached"], true);
+    assert_eq!(second["layers"][0]["cached"], true);
+    assert_eq!(second["manifest_digest"], first["manifest_digest"]);
+    assert_eq!(server.log().len(), 1);
+
+    // A bundle carries the inputs to a machine without network: a new store
+    // assembles from it alone, to the same image (the build is reproducible
+    // across work directories).
+    let bundle = p.root.join("inputs.tar");
+    run_ok(
+        mpsi(&p.store)
+            .arg("fetch")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--lock")
+            .arg(&p.lock),
+    );
+    let airgapped = p.root.join("airgapped-store");
+    let (code, err) = run_fail(p.assemble(&airgapped).arg("--offline"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("hello-source") && err.contains("--offline"),
+        "{err}"
+    );
+    drop(server); // the network is gone
+    let third = json(&run_ok(
+        p.assemble(&airgapped)
+            .arg("--offline")
+            .arg("--inputs")
+            .arg(&bundle),
+    ));
+    assert_eq!(third["builds"][0]["cached"], false);
+    assert_eq!(third["builds"][0]["key"], first["builds"][0]["key"]);
+    assert_eq!(third["manifest_digest"], first["manifest_digest"]);
+
+    // A bundle without the input fails clearly.
+    let other_lock = p.root.join("other.lock");
+    fs::write(
+        &other_lock,
+        "version = 1\nsource_date_epoch = 0\n[[input]]\nname = \"x\"\nfile = \"x.tar\"\nsize = 1\nsha256 = \"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881\"\n",
+    )
+    .unwrap();
+    fs::write(p.root.join("x.tar"), "x").unwrap();
+    run_ok(
+        mpsi(&p.store)
+            .arg("fetch")
+            .arg("--from")
+            .arg(&p.root)
+            .arg("--bundle")
+            .arg(p.root.join("x-bundle.tar"))
+            .arg("--lock")
+            .arg(&other_lock),
+    );
+    let (code, err) = run_fail(
+        p.assemble(&p.root.join("store3"))
+            .arg("--offline")
+            .arg("--inputs")
+            .arg(p.root.join("x-bundle.tar")),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("hello-source") && err.contains("does not hold it"),
+        "{err}"
+    );
+
+    // store ls / verify / gc know build outputs.
+    let ls = json(&run_ok(mpsi(&p.store).args(["store", "ls", "--json"])));
+    assert_eq!(ls["builds"].as_array().unwrap().len(), 1);
+    run_ok(mpsi(&p.store).args(["store", "verify"]));
+    let gc = json(&run_ok(
+        mpsi(&p.store)
+            .args(["store", "gc", "--json", "--lock"])
+            .arg(&p.lock),
+    ));
+    assert!(
+        gc["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| !r.as_str().unwrap().contains("builds-v1")),
+        "gc keeps the current build: {gc}"
+    );
+    p.tarball.clear();
+}
+
+#[test]
+fn a_tampered_patch_and_a_patch_that_does_not_apply() {
+    let p = project(&[], &[]);
+    p.fetch_from_files(&p.store);
+    fs::write(p.root.join("patches/0001-greeting.patch"), BAD_PATCH).unwrap();
+    let (code, err) = run_fail(&mut p.assemble(&p.store));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("0001-greeting.patch") && err.contains("mpsi lock"),
+        "{err}"
+    );
+    // Accepting the change pins it; then the patch fails to apply, named
+    // with its file and hunk, and nothing enters the store.
+    run_ok(mpsi(&p.store).arg("lock").arg("--lock").arg(&p.lock));
+    let (code, err) = run_fail(&mut p.assemble(&p.store));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("0001-greeting.patch"), "{err}");
+    assert!(err.contains("hello.c"), "{err}");
+    assert!(err.contains("Hunk #1 FAILED"), "{err}");
+    assert!(p.builds(&p.store).is_empty());
+}
+
+#[test]
+fn a_failing_build_shows_the_error_and_the_log() {
+    let p = project(&["-DBREAK=ON"], &[]);
+    p.fetch_from_files(&p.store);
+    let (code, err) = run_fail(&mut p.assemble(&p.store));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("this build is meant to fail"), "{err}");
+    assert!(err.contains("FAILED:"), "{err}");
+    let log = err
+        .split("full log: ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .expect("the error names the log");
+    assert!(fs::read_to_string(log).unwrap().contains("meant to fail"));
+    assert!(p.builds(&p.store).is_empty());
+}
+
+#[test]
+fn the_build_cannot_reach_the_network() {
+    let server = TestServer::start(vec![("/dep.txt".into(), b"dependency\n".to_vec())], None);
+    let url = server.url("/dep.txt");
+    let p = project(&[&format!("-DFETCH_URL={url}")], &[]);
+    p.fetch_from_files(&p.store);
+    let (code, err) = run_fail(&mut p.assemble(&p.store));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("download of"), "{err}");
+    assert!(server.log().is_empty(), "{:?}", server.log());
+    assert!(p.builds(&p.store).is_empty());
+
+    // --allow-network builds, and says so in the output's metadata.
+    let out = json(&run_ok(p.assemble(&p.store).arg("--allow-network")));
+    assert_eq!(server.log(), ["GET /dep.txt"]);
+    assert_eq!(out["builds"][0]["hermetic"], false);
+    let meta: serde_json::Value = serde_json::from_slice(
+        &fs::read(Path::new(out["builds"][0]["path"].as_str().unwrap()).join("meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["hermetic"], false);
+    assert_eq!(meta["network"], "host");
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_build_then_a_clean_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let go = tmp.path().join("go-marker-for-kill-test");
+    let p = project(&[&format!("-DWAIT_FOR={}", go.display())], &[]);
+    p.fetch_from_files(&p.store);
+    let mut child = p.assemble(&p.store).spawn().unwrap();
+    let log = p.store.join("work-v1/hello/build.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("$ ninja")) {
+        assert!(Instant::now() < deadline, "the build never reached ninja");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The whole build tree died with mpsi (no orphan still waiting).
+    let marker = go.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let orphans: Vec<String> = fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| fs::read(e.unwrap().path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&marker) && c.contains("wait.sh"))
+            .collect();
+        if orphans.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "orphans: {orphans:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(p.builds(&p.store).is_empty(), "no partial output");
+
+    fs::File::create(&go).unwrap().write_all(b"go").unwrap();
+    let out = json(&run_ok(&mut p.assemble(&p.store)));
+    assert_eq!(out["builds"][0]["cached"], false);
+    assert_eq!(p.builds(&p.store).len(), 1);
+    assert!(!p.store.join("work-v1/hello").exists(), "work tree cleaned");
+    run_ok(mpsi(&p.store).args(["store", "verify"]));
+}
