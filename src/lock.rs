@@ -110,9 +110,14 @@ pub struct Build {
     pub recipe: String,
     /// Name of the `[[input]]` holding the source tarball.
     pub source: String,
-    /// The patch series file, relative to the lock (one patch per line, in order).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub series: Option<String>,
+    /// Patch series files, relative to the lock (one patch per line, in
+    /// order), applied one series after the other. One path or a list.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub series: Vec<String>,
     /// Commands the build runs (checked up front; their versions key the output).
     #[serde(default)]
     pub tools: Vec<String>,
@@ -133,6 +138,19 @@ pub struct Build {
 
 fn yes() -> bool {
     true
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -226,21 +244,26 @@ impl LockFile {
         })
     }
 
-    /// The series file of a build, resolved against the lock's directory.
-    pub fn series_path(&self, build: &Build) -> Option<PathBuf> {
-        build.series.as_ref().map(|s| self.dir().join(s))
+    /// The series files of a build, resolved against the lock's directory.
+    pub fn series_paths(&self, build: &Build) -> Vec<PathBuf> {
+        build.series.iter().map(|s| self.dir().join(s)).collect()
     }
 
-    /// Reads the patch series as it is on disk now: names in order and the
-    /// sha256 of each patch file.
+    /// Reads the patch series as they are on disk now: names (paths
+    /// relative to the lock) in order and the sha256 of each patch file.
     pub fn current_patches(&self, build: &Build) -> Result<Vec<(Patch, PathBuf)>> {
-        let Some(series) = self.series_path(build) else {
-            return Ok(Vec::new());
-        };
-        let text = fs::read_to_string(&series)
+        let mut out = Vec::new();
+        for (rel, series) in build.series.iter().zip(self.series_paths(build)) {
+            self.read_series(rel, &series, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn read_series(&self, rel: &str, series: &Path, out: &mut Vec<(Patch, PathBuf)>) -> Result<()> {
+        let text = fs::read_to_string(series)
             .with_context(|| format!("reading the patch series {}", series.display()))?;
         let dir = series.parent().unwrap_or(Path::new("."));
-        let mut out = Vec::new();
+        let rel_dir = Path::new(rel).parent().unwrap_or(Path::new(""));
         for line in text.lines() {
             let name = line.split('#').next().unwrap_or("").trim();
             if name.is_empty() {
@@ -250,7 +273,7 @@ impl LockFile {
             let name = name.split_whitespace().next().unwrap_or(name);
             if name.contains("..") || name.starts_with('/') {
                 return Err(LockError::Invalid {
-                    file: series.clone(),
+                    file: series.to_path_buf(),
                     message: format!("patch name {name:?} must stay inside the series directory"),
                 }
                 .into());
@@ -260,13 +283,13 @@ impl LockFile {
                 .with_context(|| format!("hashing patch {} ({})", name, series.display()))?;
             out.push((
                 Patch {
-                    name: name.to_string(),
+                    name: rel_dir.join(name).to_string_lossy().into_owned(),
                     sha256: sha,
                 },
                 path,
             ));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Checks the patch series on disk against the lock; returns each patch
@@ -281,7 +304,7 @@ impl LockFile {
             return Err(LockError::SeriesChanged {
                 file: self.path.clone(),
                 build: build_name.to_string(),
-                series: self.series_path(build).unwrap_or_default(),
+                series: PathBuf::from(build.series.join(", ")),
                 locked: locked_names,
                 current: current_names,
             }
@@ -567,7 +590,7 @@ cmake_flags = ["-DCMAKE_BUILD_TYPE=Release"]
             .iter()
             .map(|p| p.name.as_str())
             .collect();
-        assert_eq!(names, ["a.patch", "b.patch"]);
+        assert_eq!(names, ["patches/a.patch", "patches/b.patch"]);
         assert!(again.verified_patches("demo").is_ok());
         // Unchanged: nothing written.
         assert!(!refresh(&mut lf, None, &[]).unwrap().changed);
