@@ -73,6 +73,11 @@ pub struct Meta {
     pub network: Net,
     pub ccache: bool,
     pub seconds: f64,
+    /// Wall-clock seconds of each step, in order (unpack, patch, configure,
+    /// build, install, strip, manifest): where a build's time goes, next to
+    /// a plain `cmake + ninja` of the same tree.
+    #[serde(default)]
+    pub phases: Vec<(String, f64)>,
     /// ELF build-ids of the stripped files, whose debug info is in debug/.
     pub build_ids: Vec<String>,
     pub mpsi_version: String,
@@ -100,6 +105,8 @@ pub struct Built {
     pub cached: bool,
     pub hermetic: bool,
     pub seconds: f64,
+    /// Seconds per step of the build that made this output.
+    pub phases: Vec<(String, f64)>,
 }
 
 /// Tools or packages the build needs that are not installed.
@@ -340,9 +347,7 @@ pub fn ensure(
                 .with_context(|| format!("moving the build output to {}", dest.display()))?;
             fsutil::sync_dir(&store.builds_dir())?;
             store::remove_any(&work)?;
-            let mut b = built(&plan, dest, false);
-            b.seconds = meta.seconds;
-            Ok(b)
+            Ok(built(&plan, dest, false))
         }
         Err(e) => {
             let log = work.join("build.log");
@@ -368,7 +373,8 @@ fn built(plan: &Plan, path: PathBuf, cached: bool) -> Built {
         key: plan.key.clone(),
         cached,
         hermetic: meta.as_ref().is_none_or(|m| m.hermetic),
-        seconds: meta.map_or(0.0, |m| m.seconds),
+        seconds: meta.as_ref().map_or(0.0, |m| m.seconds),
+        phases: meta.map(|m| m.phases).unwrap_or_default(),
         path,
     }
 }
@@ -394,17 +400,20 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
     let mut log = fs::File::create(work.join("build.log"))?;
     writeln!(log, "mpsi build {} key {}", plan.name, plan.key)?;
 
+    let mut phases = Phases::default();
     let tarball = store
         .input(&plan.source)
         .context("the source input vanished from the store")?;
     status(opts, &format!("unpacking {}", plan.source.file));
     unpack(&tarball, &src)
         .with_context(|| format!("unpacking {} ({})", plan.source.file, tarball.display()))?;
+    phases.done("unpack");
 
     for (p, path) in &plan.patches {
         status(opts, &format!("applying {}", p.name));
         apply_patch(&src, &p.name, path, &mut log)?;
     }
+    phases.done("patch");
 
     let ccache = if opts.ccache {
         sandbox::which("ccache")
@@ -479,6 +488,7 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
     }
     status(opts, "configuring (cmake)");
     run_logged(&sb, "cmake", &args, work, &mut log, None, "cmake configure")?;
+    phases.done("configure");
 
     let mut nargs = vec!["-C".to_string(), bld.display().to_string()];
     if let Some(j) = opts.jobs {
@@ -487,6 +497,7 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
     let bar = ninja_bar(opts.progress, &plan.name);
     run_logged(&sb, "ninja", &nargs, work, &mut log, Some(&bar), "ninja")?;
     bar.finish_and_clear();
+    phases.done("build");
 
     status(opts, "installing");
     let mut install_env = env;
@@ -501,19 +512,26 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
         None,
         "cmake --install",
     )?;
+    phases.done("install");
 
     let build_ids = if plan.strip {
         status(opts, "stripping");
-        strip_tree(&out, &result.join("debug"))?
+        let ids = strip_tree(&out, &result.join("debug"))?;
+        phases.done("strip");
+        ids
     } else {
         Vec::new()
     };
+    for (name, secs) in &phases.0 {
+        writeln!(log, "phase {name}: {secs:.1} s")?;
+    }
     fs::copy(work.join("build.log"), result.join("build.log"))?;
     let manifest = store::Manifest::of(&result)?;
     fsutil::write_atomic(
         &result.join("manifest.json"),
         &serde_json::to_vec(&manifest)?,
     )?;
+    phases.done("manifest");
     Ok(Meta {
         name: plan.name.clone(),
         version: plan.source.version.clone(),
@@ -529,9 +547,28 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
         network: plan.net,
         ccache: ccache.is_some(),
         seconds: 0.0,
+        phases: phases.0,
         build_ids,
         mpsi_version: env!("CARGO_PKG_VERSION").into(),
     })
+}
+
+/// Wall-clock time of each finished step since the previous one.
+struct Phases(Vec<(String, f64)>, Instant);
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases(Vec::new(), Instant::now())
+    }
+}
+
+impl Phases {
+    fn done(&mut self, name: &str) {
+        let now = Instant::now();
+        let secs = (now - self.1).as_secs_f64();
+        self.0.push((name.into(), (secs * 10.0).round() / 10.0));
+        self.1 = now;
+    }
 }
 
 fn status(opts: &Options, msg: &str) {

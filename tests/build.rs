@@ -230,6 +230,26 @@ fn build_from_http_then_cache_hit_then_offline_from_a_bundle() {
     // Stripped, with the debug info kept apart by build-id.
     let meta: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join("meta.json")).unwrap()).unwrap();
+    // Where the time went, step by step, in order.
+    let phases: Vec<&str> = meta["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "unpack",
+            "patch",
+            "configure",
+            "build",
+            "install",
+            "strip",
+            "manifest"
+        ]
+    );
+    assert_eq!(b["phases"], meta["phases"]);
     let id = meta["build_ids"][0].as_str().unwrap();
     assert!(
         out.join("debug/.build-id")
@@ -368,6 +388,43 @@ fn a_tampered_patch_and_a_patch_that_does_not_apply() {
     assert!(err.contains("hello.c"), "{err}");
     assert!(err.contains("Hunk #1 FAILED"), "{err}");
     assert!(p.builds(&p.store).is_empty());
+}
+
+#[test]
+fn missing_tools_and_packages_are_named_up_front_with_the_apt_get_line() {
+    let p = project(&[], &[]);
+    p.fetch_from_files(&p.store);
+    let mut lock: toml::Table = fs::read_to_string(&p.lock).unwrap().parse().unwrap();
+    let mut build = lock["build"]["hello"].as_table().unwrap().clone();
+    build["tools"]
+        .as_array_mut()
+        .unwrap()
+        .push("mpsi-no-such-tool".into());
+    build.insert(
+        "packages".into(),
+        toml::Value::Array(vec!["libc6-dev".into(), "libmpsi-no-such-dev".into()]),
+    );
+    lock["build"]
+        .as_table_mut()
+        .unwrap()
+        .insert("hello".into(), build.into());
+    fs::write(&p.lock, toml::to_string(&lock).unwrap()).unwrap();
+    let (code, err) = run_fail(&mut p.assemble(&p.store));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("missing tools"), "{err}");
+    assert!(err.contains("mpsi-no-such-tool"), "{err}");
+    assert!(
+        err.contains("missing packages: libmpsi-no-such-dev"),
+        "{err}"
+    );
+    // The installed package is not in the line; the two missing ones are.
+    assert!(
+        err.contains("apt-get install libmpsi-no-such-dev mpsi-no-such-tool"),
+        "{err}"
+    );
+    // Nothing started: no work tree, no output, no log.
+    assert!(p.builds(&p.store).is_empty());
+    assert!(!p.store.join("work-v1/hello").exists());
 }
 
 #[test]

@@ -5,8 +5,8 @@
 //!
 //! Needs a patched build: MPSI_TEST_MARIADB names a cmake build directory
 //! (with sql/mariadbd) or an install root (with usr/sbin/mariadbd). The
-//! end-to-end tier sets it; without it these tests say so and pass only
-//! outside CI.
+//! end-to-end tier (.ci/e2e) sets it and MPSI_E2E=1; without a build these
+//! tests say so and pass, unless MPSI_E2E is set.
 
 mod peers;
 
