@@ -886,9 +886,10 @@ fn apply_patch(src: &Path, name: &str, path: &Path, log: &mut fs::File) -> Resul
                 if hunks.is_empty() {
                     file = f.trim().to_string();
                 }
-            } else if l.starts_with("Hunk #") && l.contains("FAILED") {
-                hunks.push(l.trim().to_string());
-            } else if l.contains("can't find file to patch") || l.contains("No file to patch") {
+            } else if (l.starts_with("Hunk #") && l.contains("FAILED"))
+                || l.contains("can't find file to patch")
+                || l.contains("No file to patch")
+            {
                 hunks.push(l.trim().to_string());
             } else if l.contains("Reversed (or previously applied) patch detected") {
                 hunks.push("already applied (reversed patch detected)".into());

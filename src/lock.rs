@@ -19,6 +19,11 @@
 //! from a local file only when it is unpinned, or when `--repin NAME` says
 //! so explicitly.
 
+// LockError carries every field its message names (paths, both hashes,
+// sizes); it is returned once per failed command, so its size does not
+// matter and boxing would only hide the fields from callers that match.
+#![allow(clippy::result_large_err)]
+
 use crate::digest::HashingReader;
 use crate::fsutil;
 use anyhow::{Context, Result};

@@ -314,16 +314,16 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
     if req.method != expected {
         return error(405, format!("{} needs {expected}", req.path));
     }
-    if shared.role == Role::Safekeeper {
-        if let Some(key) = &shared.api_key {
-            let bearer = req
-                .headers
-                .get("authorization")
-                .and_then(|v| v.strip_prefix("Bearer "));
-            let header = req.headers.get("x-api-key").map(String::as_str);
-            if bearer != Some(key.as_str()) && header != Some(key.as_str()) {
-                return error(401, "missing or wrong API key");
-            }
+    if shared.role == Role::Safekeeper
+        && let Some(key) = &shared.api_key
+    {
+        let bearer = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let header = req.headers.get("x-api-key").map(String::as_str);
+        if bearer != Some(key.as_str()) && header != Some(key.as_str()) {
+            return error(401, "missing or wrong API key");
         }
     }
     let body: Value = if req.body.is_empty() {
