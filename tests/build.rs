@@ -244,6 +244,7 @@ fn build_from_http_then_cache_hit_then_offline_from_a_bundle() {
             "patch",
             "configure",
             "build",
+            "prune",
             "install",
             "strip",
             "manifest"
