@@ -23,7 +23,17 @@ SK_PORT=${SK_PORT:-18082}
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/mpsi-psbench.XXXXXX")
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$rc" -ne 0 ]; then # say which server failed, and why
+    for f in "$work"/*/error.log "$work"/*.log; do
+      [ -f "$f" ] && { echo "== $f (last lines)" >&2; tail -25 "$f" >&2; }
+    done
+  fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 command -v sysbench >/dev/null || { echo "needs sysbench (apt-get install sysbench)" >&2; exit 1; }
 
@@ -36,13 +46,23 @@ bin() { # bin DIR NAME -> path of a program in a build dir or install root
 }
 
 cargo build --release --quiet --example reference_peers --manifest-path "$here/Cargo.toml"
-"$here/target/release/examples/reference_peers" "$PS_PORT" "$SK_PORT" 7200 2>"$work/peers.log" &
-pids+=($!)
+# Fresh peers for every server: a Page Server holds the pages of one
+# database, and the API names no database, so peers that kept the pages of
+# an earlier run's datadir would serve them to the next one.
+peers_pid=
+fresh_peers() {
+  [ -n "$peers_pid" ] && { kill "$peers_pid"; wait "$peers_pid" 2>/dev/null || true; }
+  "$here/target/release/examples/reference_peers" "$PS_PORT" "$SK_PORT" 7200 2>>"$work/peers.log" &
+  peers_pid=$!; pids+=("$peers_pid")
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PS_PORT") 2>/dev/null && return; sleep 0.1; done
+  echo "the reference peers did not start" >&2; return 1
+}
 
 server_pid=
 start() { # start BUILD NAME [options...]
   local build=$1 name=$2; shift 2
   local d="$work/$name"; rm -rf "$d"; mkdir -p "$d"
+  fresh_peers
   "$(bin "$build" mariadbd)" --no-defaults --user="$(id -un)" --datadir="$d" --socket="$d/sock" \
     --lc-messages-dir="$(bin "$build" share)" --skip-networking --skip-grant-tables \
     --innodb-buffer-pool-size=64M --innodb-log-file-size=256M --innodb-flush-log-at-trx-commit=1 \
