@@ -11,7 +11,8 @@
 //!     does not apply is named with its file and hunk;
 //!  4. configure with cmake and the lock's flags, build with ninja, drop
 //!     the object files, install with DESTDIR, all in the sandbox (no
-//!     network, cleared environment);
+//!     network, cleared environment), then remove the source and build
+//!     trees;
 //!  5. strip installed ELF files and keep their debug info apart, by
 //!     build-id;
 //!  6. move the result into `builds-v1/<key>/` with one rename.
@@ -515,6 +516,11 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
         None,
         "cmake --install",
     )?;
+    // Installed: the source and build trees are done with. Removing them
+    // now, before stripping writes the debug files, keeps the peak disk
+    // use near the size of the build tree alone.
+    store::remove_any(&src)?;
+    store::remove_any(&bld)?;
     phases.done("install");
 
     let build_ids = if plan.strip {
@@ -940,8 +946,8 @@ fn regular_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Deletes the object files of a finished build. Nothing installs them,
-/// and for MariaDB with debug info they are about 0.75 GB: dropping them
-/// before the install keeps the build's peak disk use under 3 GB.
+/// and for MariaDB with debug info they are about 0.75 GB that the
+/// install would otherwise be added to.
 fn prune_objects(build_dir: &Path) -> Result<()> {
     for f in regular_files(build_dir)? {
         if f.extension() == Some(OsStr::new("o")) {
