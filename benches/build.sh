@@ -26,6 +26,7 @@ mpsi="$here/target/release/mpsi"
 # The lock's facts, read with Python's TOML reader (Debian 12: Python 3.11).
 lockq() { python3 -c "import tomllib,sys; l=tomllib.load(open('mpsi.lock','rb')); b=l['build']['mariadb']; $1"; }
 tarball_name=$(lockq "print(next(i['file'] for i in l['input'] if i['name']==b['source']))")
+tarball_sha=$(lockq "print(next(i['sha256'] for i in l['input'] if i['name']==b['source']))")
 mapfile -t flags < <(lockq "print('\n'.join(b['cmake_flags']))")
 mapfile -t series < <(lockq "print('\n'.join(b['series'] if isinstance(b['series'], list) else [b['series']]))")
 
@@ -33,14 +34,13 @@ mapfile -t series < <(lockq "print('\n'.join(b['series'] if isinstance(b['series
 export MPSI_STORE="$work/store"
 if [ -n "${REFERENCE_STORE:-}" ]; then
   MPSI_STORE="$REFERENCE_STORE" "$mpsi" fetch >/dev/null
-  tarball=$(find "$REFERENCE_STORE/inputs-v1/sha256" -type f -size +1M | head -1)
   mkdir -p "$work/inputs"
-  ln -s "$tarball" "$work/inputs/$tarball_name"
+  ln -s "$REFERENCE_STORE/inputs-v1/sha256/$tarball_sha" "$work/inputs/$tarball_name"
   "$mpsi" fetch --from "$work/inputs" >/dev/null
 else
   "$mpsi" fetch >/dev/null
 fi
-tarball=$(find "$MPSI_STORE/inputs-v1/sha256" -type f -size +1M | head -1)
+tarball="$MPSI_STORE/inputs-v1/sha256/$tarball_sha"
 
 secs() { python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.1f}')" "$1" "$2"; }
 now() { date +%s.%N; }

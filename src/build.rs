@@ -531,9 +531,6 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
     } else {
         Vec::new()
     };
-    for (name, secs) in &phases.0 {
-        writeln!(log, "phase {name}: {secs:.1} s")?;
-    }
     fs::copy(work.join("build.log"), result.join("build.log"))?;
     let manifest = store::Manifest::of(&result)?;
     fsutil::write_atomic(
@@ -556,27 +553,33 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
         network: plan.net,
         ccache: ccache.is_some(),
         seconds: 0.0,
-        phases: phases.0,
+        phases: phases.done,
         build_ids,
         mpsi_version: env!("CARGO_PKG_VERSION").into(),
     })
 }
 
 /// Wall-clock time of each finished step since the previous one.
-struct Phases(Vec<(String, f64)>, Instant);
+struct Phases {
+    done: Vec<(String, f64)>,
+    since: Instant,
+}
 
 impl Default for Phases {
     fn default() -> Self {
-        Phases(Vec::new(), Instant::now())
+        Phases {
+            done: Vec::new(),
+            since: Instant::now(),
+        }
     }
 }
 
 impl Phases {
     fn done(&mut self, name: &str) {
         let now = Instant::now();
-        let secs = (now - self.1).as_secs_f64();
-        self.0.push((name.into(), (secs * 10.0).round() / 10.0));
-        self.1 = now;
+        let secs = (now - self.since).as_secs_f64();
+        self.done.push((name.into(), (secs * 10.0).round() / 10.0));
+        self.since = now;
     }
 }
 
@@ -924,8 +927,6 @@ fn apply_patch(src: &Path, name: &str, path: &Path, log: &mut fs::File) -> Resul
 
 // ---- stripping ---------------------------------------------------------------
 
-/// Strips every ELF executable and shared library under `out`, moving its
-/// debug info to `debug/.build-id/xx/rest.debug`. Returns the build-ids.
 /// Every regular file under `dir` (symlinks not followed), sorted.
 fn regular_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut stack = vec![dir.to_path_buf()];
@@ -957,6 +958,8 @@ fn prune_objects(build_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Strips every ELF executable and shared library under `out`, moving its
+/// debug info to `debug/.build-id/xx/rest.debug`. Returns the build-ids.
 fn strip_tree(out: &Path, debug: &Path) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for f in regular_files(out)? {

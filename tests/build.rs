@@ -423,7 +423,7 @@ fn missing_tools_and_packages_are_named_up_front_with_the_apt_get_line() {
         err.contains("apt-get install libmpsi-no-such-dev mpsi-no-such-tool"),
         "{err}"
     );
-    // Nothing started: no work tree, no output, no log.
+    // Nothing started: no work tree, no output.
     assert!(p.builds(&p.store).is_empty());
     assert!(!p.store.join("work-v1/hello").exists());
 }
