@@ -510,3 +510,16 @@ fn kill_9_in_the_middle_of_a_build_then_a_clean_rerun() {
     assert!(!p.store.join("work-v1/hello").exists(), "work tree cleaned");
     run_ok(mpsi(&p.store).args(["store", "verify"]));
 }
+
+/// Golden digests of the tiny cmake build's image: the compiled, stripped
+/// program and the layer made from it must not change bytes by accident
+/// (the toolchain is Debian 12's; see `check_golden`).
+#[test]
+fn golden_digests_of_the_cmake_fixture_build() {
+    let p = project(&[], &[]);
+    p.fetch_from_files(&p.store);
+    let report = json(&run_ok(&mut p.assemble(&p.store)));
+    let mut digests = image_digests(&report);
+    digests["build_key"] = report["builds"][0]["key"].clone();
+    check_golden("cmake-fixture-build", &digests);
+}

@@ -371,3 +371,51 @@ pub fn run_fail(cmd: &mut Command) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Compares `actual` with the golden value `tests/golden/<name>.json`:
+/// bytes that must not change (image, layer and archive digests) are pinned
+/// there. With MPSI_UPDATE_GOLDEN=1 (see tests/regen-golden.sh) the file is
+/// rewritten instead.
+pub fn check_golden(name: &str, actual: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var("MPSI_UPDATE_GOLDEN").as_deref() == Ok("1") {
+        fs::write(&path, text).unwrap();
+        eprintln!("golden values written to {}", path.display());
+        return;
+    }
+    let expected = fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; write it with `bash tests/regen-golden.sh`",
+            path.display()
+        )
+    });
+    let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
+    assert!(
+        &expected == actual,
+        "the bytes of {name} changed.\nexpected (from {}):\n{}\nactual:\n{}\n\
+         Image and archive bytes must not change by accident: a dependency bump \
+         (flate2, zstd, tar, oci-spec, serde_json) or a code change altered them. \
+         If the change is intended, regenerate the golden values with \
+         `bash tests/regen-golden.sh` and call the change out in the commit message.",
+        path.display(),
+        serde_json::to_string_pretty(&expected).unwrap(),
+        text
+    );
+}
+
+/// The digests an assemble report names: manifest, config and each layer.
+pub fn image_digests(report: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "manifest": report["manifest_digest"],
+        "config": report["config_digest"],
+        "layers": report["layers"].as_array().unwrap().iter().map(|l| serde_json::json!({
+            "name": l["name"],
+            "digest": l["digest"],
+            "diff_id": l["diff_id"],
+            "size": l["size"],
+        })).collect::<Vec<_>>(),
+    })
+}
