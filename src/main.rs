@@ -1,20 +1,19 @@
 //! mpsi: hermetic, reproducible OCI images without Docker.
 
-mod archive;
 mod assemble;
 mod build;
-mod compress;
-mod digest;
+mod cli;
 mod fetch;
 mod fsutil;
-mod inspect;
 mod layer;
 mod lock;
+mod model;
 mod oci;
 mod rootfs;
-mod sandbox;
+mod sink;
 mod spec;
 mod store;
+mod unpack;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -155,7 +154,7 @@ struct AssembleArgs {
     tag: Option<String>,
     /// Layer compression instead of the spec's.
     #[arg(long, value_enum)]
-    compression: Option<compress::Compression>,
+    compression: Option<layer::compress::Compression>,
     /// Rewrite every layer even if the store has it from an earlier run.
     #[arg(long)]
     no_cache: bool,
@@ -196,7 +195,7 @@ struct ExportArgs {
     layout: LayoutArgs,
     /// Archive format.
     #[arg(long, value_enum)]
-    format: archive::ArchiveFormat,
+    format: sink::archive::ArchiveFormat,
     /// Output file, or - for stdout.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
@@ -304,7 +303,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = if e.output == Path::new("-") {
                 let stdout = std::io::stdout().lock();
                 let (mut w, r) =
-                    archive::export(&layout, tag, e.format, std::io::BufWriter::new(stdout))?;
+                    sink::archive::export(&layout, tag, e.format, std::io::BufWriter::new(stdout))?;
                 w.flush()?;
                 r
             } else {
@@ -316,7 +315,7 @@ fn run(cli: Cli) -> Result<()> {
                 let tmp = fsutil::temp_in(dir)?;
                 let file = tmp.reopen()?;
                 let (w, r) =
-                    archive::export(&layout, tag, e.format, std::io::BufWriter::new(file))?;
+                    sink::archive::export(&layout, tag, e.format, std::io::BufWriter::new(file))?;
                 w.into_inner().map_err(|e| e.into_error())?;
                 fsutil::commit(tmp, &e.output)
                     .with_context(|| format!("writing {}", e.output.display()))?;
@@ -341,7 +340,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Inspect(i) => {
             let layout = oci::Layout::open(&i.layout.layout)?;
-            let info = inspect::inspect(&layout, i.layout.tag.as_deref())?;
+            let info = cli::inspect::inspect(&layout, i.layout.tag.as_deref())?;
             output(cli.json, &info, || print_inspection(&info))
         }
         Command::Lock(l) => {
@@ -494,7 +493,7 @@ fn output<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) -> Result<(
     Ok(())
 }
 
-fn print_inspection(i: &inspect::Inspection) {
+fn print_inspection(i: &cli::inspect::Inspection) {
     println!("image      {}", i.image.as_deref().unwrap_or("(unnamed)"));
     println!(
         "manifest   {} ({} bytes)",

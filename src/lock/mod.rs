@@ -24,7 +24,7 @@
 // matter and boxing would only hide the fields from callers that match.
 #![allow(clippy::result_large_err)]
 
-use crate::digest::HashingReader;
+use crate::model::digest::HashingReader;
 use crate::fsutil;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,6 @@
 //! `mpsi assemble`: spec -> layers (cached in the store) -> OCI layout.
 
-use crate::compress::Compression;
+use crate::layer::compress::Compression;
 use crate::fsutil;
 use crate::layer::{self, Encoding, LayerBlob};
 use crate::oci::{self, Layout};

@@ -9,8 +9,10 @@
 //! --format=posix does. The `tar` crate writes headers and padding but has
 //! no PAX writer, so the extended records are formatted here.
 
-use crate::compress::Compression;
-use crate::digest::{HashingWriter, sha256_digest};
+pub mod compress;
+
+use compress::Compression;
+use crate::model::digest::{HashingWriter, sha256_digest};
 use crate::rootfs::{Content, Entry};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};

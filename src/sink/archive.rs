@@ -7,7 +7,7 @@
 //! read `index.json` (containerd, newer Docker) both load it. Entries are
 //! sorted and carry fixed metadata, so the archive is reproducible too.
 
-use crate::digest::HashingWriter;
+use crate::model::digest::HashingWriter;
 use crate::oci::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Layout};
 use anyhow::{Context, Result};
 use oci_spec::image::{ImageIndexBuilder, MediaType};
@@ -64,7 +64,7 @@ pub fn export<W: Write>(
         add(&mut tar, "index.json", &oci::canonical_json(&index)?)?;
 
         let blob_name = |digest: &str| -> Result<String> {
-            Ok(format!("blobs/sha256/{}", crate::digest::hex_of(digest)?))
+            Ok(format!("blobs/sha256/{}", crate::model::digest::hex_of(digest)?))
         };
         if format == ArchiveFormat::DockerArchive {
             let docker = serde_json::json!([{

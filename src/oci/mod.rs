@@ -9,7 +9,7 @@
 //! Write order makes interruption safe: blobs first (each atomically), the
 //! index last (atomically), so an index never names a missing blob.
 
-use crate::digest::{HashingReader, hex_of, sha256_digest};
+use crate::model::digest::{HashingReader, hex_of, sha256_digest};
 use crate::fsutil;
 use crate::layer::LayerBlob;
 use crate::spec::{ImageConfig, ImageMeta};

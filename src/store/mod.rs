@@ -23,7 +23,7 @@
 //! Location: `--store`, else `$MPSI_STORE`, else `$XDG_CACHE_HOME/mpsi`,
 //! else `~/.cache/mpsi`.
 
-use crate::digest::{HashingWriter, hex_of};
+use crate::model::digest::{HashingWriter, hex_of};
 use crate::fsutil;
 use crate::layer::LayerBlob;
 use crate::lock::{self, Input};
@@ -603,7 +603,7 @@ mod tests {
 
     fn input(data: &[u8]) -> Input {
         let (sha, size) = {
-            let d = crate::digest::sha256_digest(data);
+            let d = crate::model::digest::sha256_digest(data);
             (
                 d.trim_start_matches("sha256:").to_string(),
                 data.len() as u64,

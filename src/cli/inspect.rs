@@ -2,7 +2,7 @@
 //! every blob is re-hashed and every layer's diff_id is checked against the
 //! config while its entries are counted.
 
-use crate::digest::HashingReader;
+use crate::model::digest::HashingReader;
 use crate::oci::Layout;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;

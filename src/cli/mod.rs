@@ -1,0 +1,3 @@
+//! The command line: argument types, rendering, progress drawing.
+
+pub mod inspect;
