@@ -9,6 +9,7 @@ mod layer;
 mod lock;
 mod model;
 mod oci;
+mod progress;
 mod rootfs;
 mod sink;
 mod spec;
@@ -153,7 +154,8 @@ struct AssembleArgs {
     #[arg(long)]
     tag: Option<String>,
     /// Layer compression instead of the spec's.
-    #[arg(long, value_enum)]
+    /// gzip loads everywhere; zstd is smaller and faster but Docker 20.10 cannot load it; none: plain tar.
+    #[arg(long, value_parser = parse_compression)]
     compression: Option<layer::compress::Compression>,
     /// Rewrite every layer even if the store has it from an earlier run.
     #[arg(long)]
@@ -194,7 +196,7 @@ struct ExportArgs {
     #[command(flatten)]
     layout: LayoutArgs,
     /// Archive format.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = parse_format)]
     format: sink::archive::ArchiveFormat,
     /// Output file, or - for stdout.
     #[arg(short, long, value_name = "FILE")]
@@ -205,6 +207,14 @@ struct ExportArgs {
 struct InspectArgs {
     #[command(flatten)]
     layout: LayoutArgs,
+}
+
+fn parse_compression(s: &str) -> Result<layer::compress::Compression, String> {
+    s.parse()
+}
+
+fn parse_format(s: &str) -> Result<sink::archive::ArchiveFormat, String> {
+    s.parse()
 }
 
 fn main() -> ExitCode {
@@ -251,20 +261,20 @@ fn run(cli: Cli) -> Result<()> {
                     .jobs
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                     .max(1),
-                progress: progress(cli.json),
+                source_date_epoch: source_date_epoch_env()?,
                 inputs: match (&a.inputs, a.offline) {
                     (Some(b), _) => fetch::Origin::Bundle(b.clone()),
                     (None, true) => fetch::Origin::StoreOnly,
                     (None, false) => fetch::Origin::Network,
                 },
                 build: build::Options {
+                    source_date_epoch: 0, // set from the assemble's one clock
                     allow_network: a.allow_network,
-                    ccache: !a.no_ccache,
-                    progress: progress(cli.json),
+                    ccache_dir: (!a.no_ccache).then(|| ccache_dir(&store)),
                     jobs: a.build_jobs,
                 },
             };
-            let report = assemble::run(&spec, &store, &opts)?;
+            let report = assemble::run(&spec, &store, &opts, reporter(cli.json).as_ref())?;
             output(cli.json, &report, || {
                 println!("assembled {} ({})", report.image, report.manifest_digest);
                 println!("  layout  {}", report.layout.display());
@@ -298,13 +308,15 @@ fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Export(e) => {
-            let layout = oci::Layout::open(&e.layout.layout)?;
-            let tag = e.layout.tag.as_deref();
+            use sink::Sink;
+            let image = oci::Layout::open(&e.layout.layout)?.image(e.layout.tag.as_deref())?;
+            let reporter = reporter(cli.json);
             let report = if e.output == Path::new("-") {
                 let stdout = std::io::stdout().lock();
-                let (mut w, r) =
-                    sink::archive::export(&layout, tag, e.format, std::io::BufWriter::new(stdout))?;
-                w.flush()?;
+                let mut sink =
+                    sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(stdout));
+                let r = sink.send(&image, reporter.as_ref())?;
+                sink.into_inner().flush()?;
                 r
             } else {
                 let dir = e
@@ -314,9 +326,10 @@ fn run(cli: Cli) -> Result<()> {
                     .unwrap_or(Path::new("."));
                 let tmp = fsutil::temp_in(dir)?;
                 let file = tmp.reopen()?;
-                let (w, r) =
-                    sink::archive::export(&layout, tag, e.format, std::io::BufWriter::new(file))?;
-                w.into_inner().map_err(|e| e.into_error())?;
+                let mut sink =
+                    sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(file));
+                let r = sink.send(&image, reporter.as_ref())?;
+                sink.into_inner().into_inner().map_err(|e| e.into_error())?;
                 fsutil::commit(tmp, &e.output)
                     .with_context(|| format!("writing {}", e.output.display()))?;
                 r
@@ -339,8 +352,8 @@ fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Inspect(i) => {
-            let layout = oci::Layout::open(&i.layout.layout)?;
-            let info = cli::inspect::inspect(&layout, i.layout.tag.as_deref())?;
+            let image = oci::Layout::open(&i.layout.layout)?.image(i.layout.tag.as_deref())?;
+            let info = cli::inspect::inspect(&image)?;
             output(cli.json, &info, || print_inspection(&info))
         }
         Command::Lock(l) => {
@@ -367,7 +380,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Fetch(f) => {
             let lf = lock::LockFile::load(&f.lock.lock)?;
             let store = store::Store::open(cli.store.as_deref())?;
-            let fetcher = fetch::Fetcher::new(&store, progress(cli.json));
+            let reporter = reporter(cli.json);
+            let mut fetcher = fetch::Fetcher::new(&store, reporter.as_ref());
+            if let Some(ms) = std::env::var("MPSI_FETCH_BACKOFF_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                fetcher.backoff = std::time::Duration::from_millis(ms);
+            }
             let origin = match &f.from {
                 Some(d) => fetch::Origin::Dir(d.clone()),
                 None => fetch::Origin::Network,
@@ -463,9 +483,9 @@ fn gc_build_roots(
     for name in lf.lock.build.keys() {
         for allow_network in [false, true] {
             let opts = build::Options {
+                source_date_epoch: lf.lock.source_date_epoch,
                 allow_network,
-                ccache: false,
-                progress: false,
+                ccache_dir: None,
                 jobs: None,
             };
             match build::plan(lf, name, &opts) {
@@ -482,6 +502,33 @@ fn gc_build_roots(
 
 fn progress(json: bool) -> bool {
     !json && std::io::stderr().is_terminal()
+}
+
+/// ccache's directory: CCACHE_DIR, else ~/.cache/ccache, else in the store.
+fn ccache_dir(store: &store::Store) -> PathBuf {
+    std::env::var_os("CCACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ccache")))
+        .unwrap_or_else(|| store.root().join("ccache"))
+}
+
+/// SOURCE_DATE_EPOCH from the environment (empty counts as unset).
+fn source_date_epoch_env() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v.trim().parse::<u64>().map(Some).with_context(|| {
+            format!("SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds since 1970")
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// Progress bars when stderr is a terminal and the output is for humans.
+fn reporter(json: bool) -> Box<dyn progress::Reporter> {
+    if progress(json) {
+        Box::new(cli::progress::Bars)
+    } else {
+        Box::new(progress::Quiet)
+    }
 }
 
 fn output<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) -> Result<()> {

@@ -1,15 +1,24 @@
-//! `mpsi assemble`: spec -> layers (cached in the store) -> OCI layout.
+//! `mpsi assemble`: spec (+ lock) -> builds -> rootfs trees -> layers (cached
+//! in the store) -> the image value -> the layout sink.
 
-use crate::layer::compress::Compression;
+pub mod docs;
+
+use crate::build::{self, Built};
+use crate::fetch::Origin;
 use crate::fsutil;
+use crate::layer::compress::Compression;
 use crate::layer::{self, Encoding, LayerBlob};
-use crate::oci::{self, Layout};
+use crate::lock::LockFile;
+use crate::model::{Image, name};
+use crate::progress::{Reporter, Task, Unit};
 use crate::rootfs;
-use crate::spec::Spec;
+use crate::sink::Sink;
+use crate::sink::layout::LayoutSink;
+use crate::spec::{Source, Spec};
 use crate::store::Store;
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufWriter;
 use std::path::PathBuf;
 
@@ -20,10 +29,12 @@ pub struct Options {
     /// Reuse layers whose inputs are unchanged.
     pub use_cache: bool,
     pub threads: usize,
-    pub progress: bool,
+    /// SOURCE_DATE_EPOCH from the environment, which wins over the lock and
+    /// the spec (see `clock`).
+    pub source_date_epoch: Option<u64>,
     /// Where build inputs missing from the store may come from.
-    pub inputs: crate::fetch::Origin,
-    pub build: crate::build::Options,
+    pub inputs: Origin,
+    pub build: build::Options,
 }
 
 #[derive(Serialize)]
@@ -37,7 +48,7 @@ pub struct Report {
     pub source_date_epoch: u64,
     /// Build outputs the layers take files from.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub builds: Vec<crate::build::Built>,
+    pub builds: Vec<Built>,
     pub layers: Vec<LayerReport>,
 }
 
@@ -50,66 +61,121 @@ pub struct LayerReport {
     pub cached: bool,
 }
 
-/// SOURCE_DATE_EPOCH from the environment wins over the spec's pin.
-pub fn source_date_epoch(spec: &Spec) -> Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v.trim().parse::<u64>().with_context(|| {
-            format!("SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds since 1970")
-        }),
-        _ => u64::try_from(spec.image.source_date_epoch).with_context(|| {
-            format!(
-                "{}: image.source_date_epoch must not be negative",
-                spec.file.display()
-            )
-        }),
+/// The one clock of an assemble, stamping builds, layer entries and the
+/// image alike: SOURCE_DATE_EPOCH from the environment, else the lock's
+/// `source_date_epoch` when the spec names a lock, else the spec's
+/// `image.source_date_epoch`.
+pub fn clock(spec: &Spec, lock: Option<&LockFile>, env: Option<u64>) -> Result<u64> {
+    if let Some(e) = env {
+        return Ok(e);
     }
+    if let Some(lf) = lock {
+        return Ok(lf.lock.source_date_epoch);
+    }
+    u64::try_from(spec.image.source_date_epoch).with_context(|| {
+        format!(
+            "{}: image.source_date_epoch must not be negative",
+            spec.file.display()
+        )
+    })
 }
 
-pub fn run(spec: &Spec, store: &Store, opts: &Options) -> Result<Report> {
-    let epoch = source_date_epoch(spec)?;
-    let compression = opts.compression.unwrap_or(spec.image.compression);
+pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) -> Result<Report> {
+    let lock = spec.lock.as_deref().map(LockFile::load).transpose()?;
+    let epoch = clock(spec, lock.as_ref(), opts.source_date_epoch)?;
+    let enc = encoding(spec, opts.compression, epoch);
+    let tag = opts.tag.clone().unwrap_or_else(|| spec.image.tag.clone());
+
+    let build_opts = build::Options {
+        source_date_epoch: epoch,
+        ..opts.build.clone()
+    };
+    let builds = match &lock {
+        Some(lf) => ensure_builds(spec, lf, store, &build_opts, &opts.inputs, reporter)?,
+        None => Vec::new(),
+    };
+    let roots: BTreeMap<String, PathBuf> = builds
+        .iter()
+        .map(|b| (b.name.clone(), b.path.join("out")))
+        .collect();
+    let layers = write_layers(spec, store, opts, enc, &roots, reporter)?;
+
+    let image = image_of(spec, store, &tag, epoch, &layers)?;
+    LayoutSink {
+        root: opts.out.clone(),
+    }
+    .send(&image, reporter)?;
+    Ok(Report {
+        image: image.name.clone().unwrap_or_default(),
+        tag,
+        layout: opts.out.clone(),
+        manifest_digest: image.manifest_digest(),
+        manifest_size: image.manifest_bytes.len() as u64,
+        config_digest: image.config_digest(),
+        source_date_epoch: epoch,
+        builds,
+        layers,
+    })
+}
+
+/// The spec's compression, or the one asked for (at its default level).
+pub fn encoding(spec: &Spec, asked: Option<Compression>, epoch: u64) -> Encoding {
+    let compression = asked.unwrap_or(spec.image.compression);
     let level = if compression == spec.image.compression {
         spec.image.compression_level
     } else {
         compression.default_level()
     };
-    let enc = Encoding {
+    Encoding {
         compression,
         level,
         mtime: epoch,
-    };
-    let tag = opts.tag.clone().unwrap_or_else(|| spec.image.tag.clone());
+    }
+}
 
-    // Build outputs first: each named build is taken from the store, or
-    // built (fetching its inputs) if its key is new.
-    let mut wanted = std::collections::BTreeSet::new();
-    for l in &spec.layers {
-        for s in &l.sources {
-            if let crate::spec::Source::Tree {
+/// The builds the spec's layers take files from, by name.
+pub fn wanted_builds(spec: &Spec) -> BTreeSet<String> {
+    spec.layers
+        .iter()
+        .flat_map(|l| &l.sources)
+        .filter_map(|s| match s {
+            Source::Tree {
                 from_build: Some(b),
                 ..
-            } = s
-            {
-                wanted.insert(b.clone());
-            }
-        }
-    }
-    let mut builds = Vec::new();
-    let mut build_roots = std::collections::BTreeMap::new();
-    if !wanted.is_empty() {
-        let lock_path = spec.lock.as_ref().expect("checked by the spec parser");
-        let lf = crate::lock::LockFile::load(lock_path)?;
-        for name in wanted {
-            let b = crate::build::ensure(store, &lf, &name, &opts.build, &opts.inputs)?;
-            build_roots.insert(name, b.path.join("out"));
-            builds.push(b);
-        }
-    }
+            } => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
 
+/// Each named build, taken from the store or built (fetching its inputs)
+/// if its key is new.
+fn ensure_builds(
+    spec: &Spec,
+    lf: &LockFile,
+    store: &Store,
+    opts: &build::Options,
+    inputs: &Origin,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Built>> {
+    wanted_builds(spec)
+        .iter()
+        .map(|name| build::ensure(store, lf, name, opts, inputs, reporter))
+        .collect()
+}
+
+fn write_layers(
+    spec: &Spec,
+    store: &Store,
+    opts: &Options,
+    enc: Encoding,
+    roots: &BTreeMap<String, PathBuf>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<LayerReport>> {
     let mut layers = Vec::new();
     for (i, l) in spec.layers.iter().enumerate() {
-        let entries = rootfs::collect(l, &build_roots)
-            .with_context(|| format!("gathering layer {:?}", l.name))?;
+        let entries =
+            rootfs::collect(l, roots).with_context(|| format!("gathering layer {:?}", l.name))?;
         let key = layer::cache_key(&entries, enc);
         let cached = if opts.use_cache {
             store.cached_layer(&key)
@@ -120,14 +186,11 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options) -> Result<Report> {
             Some(b) => (b, true),
             None => {
                 let total: u64 = entries.iter().map(|e| e.content_len()).sum();
-                let bar = progress_bar(
-                    opts.progress,
-                    total,
-                    format!("layer {}/{} {}", i + 1, spec.layers.len(), l.name),
-                );
-                let blob = write_into_store(store, &entries, enc, opts.threads, &bar)
+                let label = format!("layer {}/{} {}", i + 1, spec.layers.len(), l.name);
+                let task = reporter.task(&label, Some(total), Unit::Bytes);
+                let blob = write_into_store(store, &entries, enc, opts.threads, task.as_ref())
                     .with_context(|| format!("writing layer {:?}", l.name))?;
-                bar.finish_and_clear();
+                task.finish();
                 store.remember_layer(&key, &blob)?;
                 (blob, false)
             }
@@ -138,43 +201,37 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options) -> Result<Report> {
             cached: was_cached,
         });
     }
+    Ok(layers)
+}
 
-    let layout = Layout::create(&opts.out)?;
-    for l in &layers {
-        layout.put_file(
-            &store.blob_path(&l.blob.digest)?,
-            &l.blob.digest,
-            l.blob.size,
-        )?;
-    }
-    let parts: Vec<(&str, Option<&str>, &LayerBlob)> = layers
+fn image_of(
+    spec: &Spec,
+    store: &Store,
+    tag: &str,
+    epoch: u64,
+    layers: &[LayerReport],
+) -> Result<Image> {
+    let parts = layers
         .iter()
         .zip(&spec.layers)
-        .map(|(r, s)| (r.name.as_str(), s.comment.as_deref(), &r.blob))
-        .collect();
+        .map(|(r, s)| {
+            Ok(docs::LayerPart {
+                name: &r.name,
+                comment: s.comment.as_deref(),
+                blob: &r.blob,
+                path: store.blob_path(&r.blob.digest)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut meta = spec.image.clone();
-    meta.tag = tag.clone();
-    let docs = oci::image_docs(&meta, &spec.config, epoch, &parts)?;
-    layout.put_bytes(&docs.config)?;
-    layout.put_bytes(&docs.manifest)?;
-    let image = oci::full_name(&spec.image.name, &tag);
-    layout.set_tag(
-        &docs.manifest_digest,
-        docs.manifest.len() as u64,
-        &tag,
-        &image,
-    )?;
-    Ok(Report {
-        image,
-        tag,
-        layout: opts.out.clone(),
-        manifest_digest: docs.manifest_digest,
-        manifest_size: docs.manifest.len() as u64,
-        config_digest: docs.config_digest,
-        source_date_epoch: epoch,
-        builds,
-        layers,
-    })
+    meta.tag = tag.to_string();
+    docs::image(
+        &meta,
+        &spec.config,
+        epoch,
+        name::full_name(&spec.image.name, tag),
+        &parts,
+    )
 }
 
 /// Streams a layer into a temporary file in the store and renames it to its
@@ -184,7 +241,7 @@ fn write_into_store(
     entries: &[rootfs::Entry],
     enc: Encoding,
     threads: usize,
-    bar: &ProgressBar,
+    task: &dyn Task,
 ) -> Result<LayerBlob> {
     let tmp = fsutil::temp_in(&store.blobs_dir())?;
     let file = tmp.reopen().context("reopening the temporary layer file")?;
@@ -193,7 +250,7 @@ fn write_into_store(
         enc,
         threads,
         BufWriter::with_capacity(1 << 20, file),
-        &|n| bar.inc(n),
+        &|n| task.advance(n),
     )?;
     w.into_inner().map_err(|e| e.into_error())?;
     let dest = store.blob_path(&blob.digest)?;
@@ -202,24 +259,4 @@ fn write_into_store(
     }
     fsutil::commit(tmp, &dest)?;
     Ok(blob)
-}
-
-pub fn progress_bar(enabled: bool, total: u64, msg: String) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(total),
-        if enabled {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(msg);
-    bar
 }

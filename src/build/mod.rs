@@ -29,6 +29,7 @@
 
 use crate::fetch::{Fetcher, Origin};
 use crate::fsutil;
+use crate::progress::{Reporter, Task, Unit};
 use crate::lock::{Input, LockFile, Patch};
 mod patch;
 pub mod sandbox;
@@ -54,12 +55,15 @@ use std::time::Instant;
 /// a way that can change its output bumps this (and so every build key).
 pub const RECIPE: &str = "cmake-ninja-v1";
 
+#[derive(Clone)]
 pub struct Options {
+    /// The one clock of the assemble (see `assemble::clock`).
+    pub source_date_epoch: u64,
     /// Build with the host network if no sandbox can be had (recorded).
     pub allow_network: bool,
-    /// Use ccache when it is installed.
-    pub ccache: bool,
-    pub progress: bool,
+    /// Use ccache, when it is installed, with its cache here (the CLI picks
+    /// CCACHE_DIR, else ~/.cache/ccache); None: no ccache.
+    pub ccache_dir: Option<PathBuf>,
     /// ninja -j (default: ninja's own).
     pub jobs: Option<usize>,
 }
@@ -217,7 +221,7 @@ pub fn plan(lf: &LockFile, name: &str, opts: &Options) -> Result<Plan> {
     let net = sandbox::Sandbox::probe(opts.allow_network)?;
     sandbox::require_unshare(net)?;
     let toolchain = identify(&tools, &b.packages)?;
-    let epoch = lf.lock.source_date_epoch;
+    let epoch = opts.source_date_epoch;
 
     let mut h = Sha256::new();
     let mut line = |k: &str, v: &str| {
@@ -327,6 +331,7 @@ pub fn ensure(
     name: &str,
     opts: &Options,
     origin: &Origin,
+    reporter: &dyn Reporter,
 ) -> Result<Built> {
     let plan = plan(lf, name, opts)?;
     if let Some(path) = store.build(&plan.key) {
@@ -338,11 +343,11 @@ pub fn ensure(
     if let Some(path) = store.build(&plan.key) {
         return Ok(built(&plan, path, true)); // built meanwhile by another mpsi
     }
-    let fetcher = Fetcher::new(store, opts.progress);
+    let fetcher = Fetcher::new(store, reporter);
     fetcher.ensure(&[&plan.source], origin)?;
     let work = store.work_dir(name);
     let started = Instant::now();
-    let result = run(store, &plan, opts, &work);
+    let result = run(store, &plan, opts, &work, reporter);
     match result {
         Ok(mut meta) => {
             meta.seconds = started.elapsed().as_secs_f64();
@@ -391,7 +396,13 @@ fn built(plan: &Plan, path: PathBuf, cached: bool) -> Built {
 /// The work directory: `src/` (unpacked, patched), `build/` (cmake),
 /// `result/{out,debug}` (what moves into the store), `home/`, `tmp/`,
 /// `build.log`.
-fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> {
+fn run(
+    store: &Store,
+    plan: &Plan,
+    opts: &Options,
+    work: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Meta> {
     // A work tree left by a killed run: moved aside first (one rename), so
     // nothing of it can be mistaken for this run's files, then deleted.
     if work.exists() {
@@ -413,18 +424,18 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
     let tarball = store
         .input(&plan.source)
         .context("the source input vanished from the store")?;
-    status(opts, &format!("unpacking {}", plan.source.file));
+    reporter.note(&format!("unpacking {}", plan.source.file));
     unpack(&tarball, &src)
         .with_context(|| format!("unpacking {} ({})", plan.source.file, tarball.display()))?;
     phases.done("unpack");
 
     for (p, path) in &plan.patches {
-        status(opts, &format!("applying {}", p.name));
+        reporter.note(&format!("applying {}", p.name));
         apply_patch(&src, &p.name, path, &mut log)?;
     }
     phases.done("patch");
 
-    let ccache = if opts.ccache {
+    let ccache = if opts.ccache_dir.is_some() {
         sandbox::which("ccache")
     } else {
         None
@@ -455,19 +466,13 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
         ("NINJA_STATUS".into(), "[%f/%t] ".into()),
     ];
     if ccache.is_some() {
-        let dir = std::env::var_os("CCACHE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ccache")))
-            .unwrap_or_else(|| store.root().join("ccache"));
+        let dir = opts.ccache_dir.clone().expect("checked above");
         env.push(("CCACHE_DIR".into(), dir.display().to_string()));
         env.push(("CCACHE_BASEDIR".into(), work.display().to_string()));
-        status(
-            opts,
-            &format!(
-                "ccache found: compiler results are cached in {}",
-                dir.display()
-            ),
-        );
+        reporter.note(&format!(
+            "ccache found: compiler results are cached in {}",
+            dir.display()
+        ));
         writeln!(log, "ccache: {}", dir.display())?;
     }
     let sb = Sandbox::new(plan.net, env.clone());
@@ -495,7 +500,7 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
         args.push(format!("-DCMAKE_C_COMPILER_LAUNCHER={}", cc.display()));
         args.push(format!("-DCMAKE_CXX_COMPILER_LAUNCHER={}", cc.display()));
     }
-    status(opts, "configuring (cmake)");
+    reporter.note("configuring (cmake)");
     run_logged(&sb, "cmake", &args, work, &mut log, None, "cmake configure")?;
     phases.done("configure");
 
@@ -503,14 +508,14 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
     if let Some(j) = opts.jobs {
         nargs.push(format!("-j{j}"));
     }
-    let bar = ninja_bar(opts.progress, &plan.name);
-    run_logged(&sb, "ninja", &nargs, work, &mut log, Some(&bar), "ninja")?;
-    bar.finish_and_clear();
+    let bar = reporter.task(&format!("build {}", plan.name), Some(1), Unit::Steps);
+    run_logged(&sb, "ninja", &nargs, work, &mut log, Some(bar.as_ref()), "ninja")?;
+    bar.finish();
     phases.done("build");
     prune_objects(&bld)?;
     phases.done("prune");
 
-    status(opts, "installing");
+    reporter.note("installing");
     let mut install_env = env;
     install_env.push(("DESTDIR".into(), out.display().to_string()));
     let sb_install = Sandbox::new(plan.net, install_env);
@@ -531,7 +536,7 @@ fn run(store: &Store, plan: &Plan, opts: &Options, work: &Path) -> Result<Meta> 
     phases.done("install");
 
     let build_ids = if plan.strip {
-        status(opts, "stripping");
+        reporter.note("stripping");
         let ids = strip_tree(&out, &result.join("debug"))?;
         phases.done("strip");
         ids
@@ -590,32 +595,6 @@ impl Phases {
     }
 }
 
-fn status(opts: &Options, msg: &str) {
-    if opts.progress {
-        eprintln!("  {msg}");
-    }
-}
-
-fn ninja_bar(enabled: bool, name: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(1),
-        if enabled {
-            indicatif::ProgressDrawTarget::stderr()
-        } else {
-            indicatif::ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} {wide_msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("build {name}"));
-    bar
-}
-
 /// Runs a sandboxed command; its output goes to the log. With a bar,
 /// ninja's `[N/M] description` lines move it. On failure, the error holds
 /// the failing step's last lines.
@@ -625,7 +604,7 @@ fn run_logged(
     args: &[String],
     cwd: &Path,
     log: &mut fs::File,
-    bar: Option<&indicatif::ProgressBar>,
+    bar: Option<&dyn Task>,
     what: &str,
 ) -> Result<()> {
     let os_args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
@@ -646,9 +625,9 @@ fn run_logged(
         if let Some(b) = bar
             && let Some((n, m, desc)) = ninja_status(&line)
         {
-            b.set_length(m);
+            b.set_total(m);
             b.set_position(n);
-            b.set_message(desc.to_string());
+            b.set_message(desc);
         }
         if line.starts_with("FAILED: ") && failed_at.is_none() {
             failed_at = Some(lines_seen);
@@ -665,7 +644,7 @@ fn run_logged(
     log.flush()?;
     if !st.success() {
         if let Some(b) = bar {
-            b.abandon();
+            b.finish();
         }
         let shown: Vec<String> = if failure.is_empty() {
             tail.into_iter().collect()

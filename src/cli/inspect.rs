@@ -3,7 +3,7 @@
 //! config while its entries are counted.
 
 use crate::model::digest::HashingReader;
-use crate::oci::Layout;
+use crate::model::{Image, Layer};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
@@ -36,25 +36,9 @@ pub struct LayerSummary {
     pub created_by: Option<String>,
 }
 
-pub fn inspect(layout: &Layout, tag: Option<&str>) -> Result<Inspection> {
-    let img = layout.resolve(tag)?;
+pub fn inspect(img: &Image) -> Result<Inspection> {
     let config: Value =
         serde_json::from_slice(&img.config_bytes).context("parsing the image config")?;
-    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    if diff_ids.len() != img.manifest.layers().len() {
-        bail!(
-            "the config lists {} diff_ids but the manifest {} layers",
-            diff_ids.len(),
-            img.manifest.layers().len()
-        );
-    }
     let history: Vec<Option<String>> = config["history"]
         .as_array()
         .map(|a| {
@@ -65,24 +49,19 @@ pub fn inspect(layout: &Layout, tag: Option<&str>) -> Result<Inspection> {
         })
         .unwrap_or_default();
     let mut layers = Vec::new();
-    for (i, l) in img.manifest.layers().iter().enumerate() {
-        let digest = l.digest().to_string();
-        let (entries, diff_id, uncompressed_size) = count_entries(
-            layout,
-            &digest,
-            l.media_type().to_string().as_str(),
-            l.size(),
-        )
-        .with_context(|| format!("reading layer {digest}"))?;
-        if diff_id != diff_ids[i] {
+    for (i, l) in img.layers.iter().enumerate() {
+        let digest = l.digest();
+        let (entries, diff_id, uncompressed_size) =
+            count_entries(l).with_context(|| format!("reading layer {digest}"))?;
+        if diff_id != l.diff_id {
             bail!(
                 "layer {} ({digest}) unpacks to {diff_id}, but the config says {}",
                 i + 1,
-                diff_ids[i]
+                l.diff_id
             );
         }
         layers.push(LayerSummary {
-            media_type: l.media_type().to_string(),
+            media_type: l.media_type(),
             digest,
             size: l.size(),
             diff_id,
@@ -92,11 +71,11 @@ pub fn inspect(layout: &Layout, tag: Option<&str>) -> Result<Inspection> {
         });
     }
     Ok(Inspection {
-        image: img.full_name.clone(),
+        image: img.name.clone(),
         tag: img.tag.clone(),
-        manifest_digest: img.descriptor.digest().to_string(),
+        manifest_digest: img.manifest_digest(),
         manifest_size: img.manifest_bytes.len() as u64,
-        config_digest: img.manifest.config().digest().to_string(),
+        config_digest: img.config_digest(),
         created: config["created"].as_str().map(String::from),
         platform: format!(
             "{}/{}",
@@ -112,21 +91,12 @@ pub fn inspect(layout: &Layout, tag: Option<&str>) -> Result<Inspection> {
 
 /// Decompresses a layer, counting its tar entries; returns the entry count,
 /// the uncompressed digest and size.
-fn count_entries(
-    layout: &Layout,
-    digest: &str,
-    media_type: &str,
-    size: u64,
-) -> Result<(u64, String, u64)> {
+fn count_entries(layer: &Layer) -> Result<(u64, String, u64)> {
     // Check the compressed bytes first, so damage is reported as such rather
     // than as whatever the decompressor or tar parser trips over.
-    let mut check = layout.open_blob(digest)?;
-    io::copy(&mut check, &mut io::sink())?;
-    let (actual, n) = check.finish();
-    if actual != digest || n != size {
-        bail!("blob is corrupt: expected {digest} ({size} bytes), found {actual} ({n} bytes)");
-    }
-    let blob = layout.open_blob(digest)?;
+    io::copy(&mut layer.open()?, &mut io::sink())?;
+    let blob = layer.open()?;
+    let media_type = layer.media_type();
     let decoded: Box<dyn Read> = if media_type.ends_with("+gzip") {
         Box::new(flate2::read::MultiGzDecoder::new(blob))
     } else if media_type.ends_with("+zstd") {

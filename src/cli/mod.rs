@@ -1,3 +1,4 @@
 //! The command line: argument types, rendering, progress drawing.
 
 pub mod inspect;
+pub mod progress;

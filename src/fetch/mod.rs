@@ -11,7 +11,7 @@
 //! and truncated bodies, and resume an interrupted download with an HTTP
 //! Range request from the partial file kept in `inputs-v1/partial/`.
 
-use crate::assemble::progress_bar;
+use crate::progress::{Reporter, Task, Unit};
 use crate::lock::{Input, LockFile};
 use crate::store::{IntegrityError, Store};
 use anyhow::{Context, Result, bail};
@@ -56,7 +56,7 @@ pub struct MissingInput {
 
 pub struct Fetcher<'a> {
     pub store: &'a Store,
-    pub progress: bool,
+    pub reporter: &'a dyn Reporter,
     /// Attempts per URL (at least 1).
     pub attempts: u32,
     /// First backoff delay; doubles each retry, capped at 8 s.
@@ -64,17 +64,12 @@ pub struct Fetcher<'a> {
 }
 
 impl<'a> Fetcher<'a> {
-    pub fn new(store: &'a Store, progress: bool) -> Fetcher<'a> {
-        let backoff = std::env::var("MPSI_FETCH_BACKOFF_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(Duration::from_millis(500));
+    pub fn new(store: &'a Store, reporter: &'a dyn Reporter) -> Fetcher<'a> {
         Fetcher {
             store,
-            progress,
+            reporter,
             attempts: 5,
-            backoff,
+            backoff: Duration::from_millis(500),
         }
     }
 
@@ -149,11 +144,11 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
     /// Copies a local file into the store, hashing on the way.
     pub fn import_file(&self, input: &Input, path: &Path) -> Result<PathBuf> {
         let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let bar = progress_bar(self.progress, input.size, format!("import {}", input.file));
+        let bar = self.reporter.task(&format!("import {}", input.file), Some(input.size), Unit::Bytes);
         let mut w = self.store.input_writer(input)?;
-        copy_with(&mut f, &mut w, &|n| bar.inc(n))
+        copy_with(&mut f, &mut w, &|n| bar.advance(n))
             .with_context(|| format!("copying {} into the store", path.display()))?;
-        bar.finish_and_clear();
+        bar.finish();
         w.finish(&path.display().to_string())
     }
 
@@ -210,26 +205,26 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
         url: &str,
     ) -> Result<()> {
         let partial = self.store.partial_path(input)?;
-        let bar = progress_bar(self.progress, input.size, format!("fetch {}", input.file));
+        let bar = self.reporter.task(&format!("fetch {}", input.file), Some(input.size), Unit::Bytes);
         let mut last_err = None;
         for attempt in 0..self.attempts.max(1) {
             if attempt > 0 {
                 let delay = self.backoff * 2u32.pow(attempt - 1);
                 std::thread::sleep(delay.min(Duration::from_secs(8)));
             }
-            match self.attempt(client, input, url, &partial, &bar) {
+            match self.attempt(client, input, url, &partial, bar.as_ref()) {
                 Ok(()) => {
-                    bar.finish_and_clear();
+                    bar.finish();
                     return Ok(());
                 }
                 Err(Attempt::Fatal(e)) => {
-                    bar.finish_and_clear();
+                    bar.finish();
                     return Err(e);
                 }
                 Err(Attempt::Retry(e)) => last_err = Some(e),
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         Err(last_err
             .unwrap_or_else(|| anyhow::anyhow!("no attempt made"))
             .context(format!("giving up after {} attempts", self.attempts)))
@@ -241,7 +236,7 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
         input: &Input,
         url: &str,
         partial: &Path,
-        bar: &indicatif::ProgressBar,
+        bar: &dyn Task,
     ) -> Result<(), Attempt> {
         let mut have = fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
         if have > input.size {

@@ -25,7 +25,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 /// format: changing it changes every gzip layer digest.
 pub const GZIP_BLOCK: usize = 1 << 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// gzip (default): every Docker engine and registry reads it.
@@ -34,6 +34,18 @@ pub enum Compression {
     Zstd,
     /// Uncompressed tar.
     None,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            _ => Err(format!("unknown compression {s:?} (gzip, zstd or none)")),
+        }
+    }
 }
 
 impl Compression {

@@ -1,4 +1,8 @@
-//! The image model every other part speaks: digests, references and the
-//! image value. It imports nothing from spec, lock, build or fetch.
+//! The image model every other part speaks: digests, names and the image
+//! value. It imports nothing from spec, lock, build or fetch.
 
 pub mod digest;
+pub mod image;
+pub mod name;
+
+pub use image::{Image, Layer};

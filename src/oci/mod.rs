@@ -1,4 +1,5 @@
-//! OCI image layout on disk and the image's JSON documents.
+//! The OCI image layout on disk: blobs, the index and its tags, read back
+//! as an `Image`.
 //!
 //! Documents are built with oci-spec types and serialized canonically
 //! (sorted keys, no whitespace): oci-spec keeps labels, annotations and
@@ -9,17 +10,15 @@
 //! Write order makes interruption safe: blobs first (each atomically), the
 //! index last (atomically), so an index never names a missing blob.
 
-use crate::model::digest::{HashingReader, hex_of, sha256_digest};
+use crate::model::digest::{hex_of, sha256_digest};
+use crate::model::{Image, Layer};
+use serde_json::Value;
 use crate::fsutil;
-use crate::layer::LayerBlob;
-use crate::spec::{ImageConfig, ImageMeta};
 use anyhow::{Context, Result, bail};
 use oci_spec::image::{
-    ConfigBuilder, Descriptor, DescriptorBuilder, HistoryBuilder, ImageConfigurationBuilder,
-    ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, RootFsBuilder,
+    Descriptor, DescriptorBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
 };
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -35,171 +34,6 @@ pub fn canonical_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&value)?)
 }
 
-/// `name:tag` as containerd and registries spell it in full
-/// (`mariadb-pageserver` -> `docker.io/library/mariadb-pageserver:latest`).
-pub fn full_name(name: &str, tag: &str) -> String {
-    let first = name.split('/').next().unwrap_or("");
-    let has_registry =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    match (has_registry, name.contains('/')) {
-        (true, _) => format!("{name}:{tag}"),
-        (false, true) => format!("docker.io/{name}:{tag}"),
-        (false, false) => format!("docker.io/library/{name}:{tag}"),
-    }
-}
-
-/// The short form Docker shows (`docker.io/library/x:t` -> `x:t`).
-pub fn familiar_name(full: &str) -> String {
-    full.strip_prefix("docker.io/library/")
-        .or_else(|| full.strip_prefix("docker.io/"))
-        .unwrap_or(full)
-        .to_string()
-}
-
-/// RFC 3339 UTC timestamp of a Unix time.
-pub fn rfc3339(epoch: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch))
-        .to_string()
-}
-
-/// The serialized config and manifest of an image.
-pub struct ImageDocs {
-    pub config: Vec<u8>,
-    pub config_digest: String,
-    pub manifest: Vec<u8>,
-    pub manifest_digest: String,
-}
-
-/// Builds the image config and manifest for `layers` (in order).
-pub fn image_docs(
-    meta: &ImageMeta,
-    cfg: &ImageConfig,
-    epoch: u64,
-    layers: &[(&str, Option<&str>, &LayerBlob)],
-) -> Result<ImageDocs> {
-    let created = rfc3339(epoch);
-    let mut c = ConfigBuilder::default();
-    if let Some(v) = &cfg.user {
-        c = c.user(v.clone());
-    }
-    if !cfg.exposed_ports.is_empty() {
-        c = c.exposed_ports(cfg.exposed_ports.clone());
-    }
-    if !cfg.env.is_empty() {
-        c = c.env(cfg.env.clone());
-    }
-    if let Some(v) = &cfg.entrypoint {
-        c = c.entrypoint(v.clone());
-    }
-    if let Some(v) = &cfg.cmd {
-        c = c.cmd(v.clone());
-    }
-    if !cfg.volumes.is_empty() {
-        c = c.volumes(cfg.volumes.clone());
-    }
-    if let Some(v) = &cfg.working_dir {
-        c = c.working_dir(v.clone());
-    }
-    if !cfg.labels.is_empty() {
-        c = c.labels(cfg.labels.clone().into_iter().collect::<HashMap<_, _>>());
-    }
-    if let Some(v) = &cfg.stop_signal {
-        c = c.stop_signal(v.clone());
-    }
-    let history = layers
-        .iter()
-        .map(|(name, comment, _)| {
-            let mut h = HistoryBuilder::default()
-                .created(created.clone())
-                .created_by(format!("mpsi assemble: layer {name}"));
-            if let Some(c) = comment {
-                h = h.comment(c.to_string());
-            }
-            h.build()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let config = ImageConfigurationBuilder::default()
-        .created(created.clone())
-        .architecture(meta.architecture.as_str())
-        .os(meta.os.as_str())
-        .config(c.build()?)
-        .rootfs(
-            RootFsBuilder::default()
-                .typ("layers")
-                .diff_ids(
-                    layers
-                        .iter()
-                        .map(|(_, _, l)| l.diff_id.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .build()?,
-        )
-        .history(history)
-        .build()?;
-    let mut config = serde_json::to_value(&config)?;
-    if let Some(hc) = &cfg.healthcheck {
-        // Docker's field, outside the OCI config schema; Docker and Podman
-        // read it from here.
-        let mut o = serde_json::Map::new();
-        o.insert("Test".into(), hc.test.clone().into());
-        for (k, v) in [
-            ("Interval", hc.interval),
-            ("Timeout", hc.timeout),
-            ("StartPeriod", hc.start_period),
-            ("StartInterval", hc.start_interval),
-        ] {
-            if let Some(v) = v {
-                o.insert(k.into(), v.into());
-            }
-        }
-        if let Some(r) = hc.retries {
-            o.insert("Retries".into(), r.into());
-        }
-        config["config"]["Healthcheck"] = Value::Object(o);
-    }
-    let config = serde_json::to_vec(&config)?;
-    let config_digest = sha256_digest(&config);
-
-    let mut annotations: HashMap<String, String> = meta.annotations.clone().into_iter().collect();
-    annotations.insert("org.opencontainers.image.created".into(), created);
-    annotations.insert(
-        "org.opencontainers.image.version".into(),
-        meta.version.clone().unwrap_or_else(|| meta.tag.clone()),
-    );
-    if let Some(s) = &meta.source {
-        annotations.insert("org.opencontainers.image.source".into(), s.clone());
-    }
-    if let Some(r) = &meta.revision {
-        annotations.insert("org.opencontainers.image.revision".into(), r.clone());
-    }
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(descriptor(
-            MediaType::ImageConfig,
-            &config_digest,
-            config.len() as u64,
-        )?)
-        .layers(
-            layers
-                .iter()
-                .map(|(_, _, l)| {
-                    descriptor(MediaType::from(l.media_type.as_str()), &l.digest, l.size)
-                })
-                .collect::<Result<Vec<_>>>()?,
-        )
-        .annotations(annotations)
-        .build()?;
-    let manifest = canonical_json(&manifest)?;
-    let manifest_digest = sha256_digest(&manifest);
-    Ok(ImageDocs {
-        config,
-        config_digest,
-        manifest,
-        manifest_digest,
-    })
-}
-
 pub fn descriptor(media_type: MediaType, digest: &str, size: u64) -> Result<Descriptor> {
     Ok(DescriptorBuilder::default()
         .media_type(media_type)
@@ -211,16 +45,6 @@ pub fn descriptor(media_type: MediaType, digest: &str, size: u64) -> Result<Desc
 /// An OCI image layout directory.
 pub struct Layout {
     root: PathBuf,
-}
-
-/// An image found in a layout by its tag.
-pub struct Resolved {
-    pub descriptor: Descriptor,
-    pub manifest: ImageManifest,
-    pub manifest_bytes: Vec<u8>,
-    pub config_bytes: Vec<u8>,
-    pub tag: Option<String>,
-    pub full_name: Option<String>,
 }
 
 impl Layout {
@@ -305,14 +129,6 @@ impl Layout {
         Ok(bytes)
     }
 
-    /// Opens a blob for streaming; the caller verifies with the returned reader.
-    pub fn open_blob(&self, digest: &str) -> Result<HashingReader<fs::File>> {
-        let path = self.blob_path(digest)?;
-        let f = fs::File::open(&path)
-            .with_context(|| format!("opening blob {digest} at {}", path.display()))?;
-        Ok(HashingReader::new(f))
-    }
-
     pub fn index(&self) -> Result<ImageIndex> {
         let path = self.root.join("index.json");
         match fs::read(&path) {
@@ -364,7 +180,52 @@ impl Layout {
     }
 
     /// Finds an image by tag; with no tag, the layout must hold exactly one.
-    pub fn resolve(&self, tag: Option<&str>) -> Result<Resolved> {
+    /// The manifest and config are verified; layers are verified as they
+    /// are read (`Layer::open`).
+    pub fn image(&self, tag: Option<&str>) -> Result<Image> {
+        let d = self.find(tag)?;
+        let manifest_bytes = self.read_blob(d.digest().as_ref())?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&manifest_bytes).context("parsing the image manifest")?;
+        let config_bytes = self.read_blob(manifest.config().digest().as_ref())?;
+        let config: Value =
+            serde_json::from_slice(&config_bytes).context("parsing the image config")?;
+        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if diff_ids.len() != manifest.layers().len() {
+            bail!(
+                "the config lists {} diff_ids but the manifest {} layers",
+                diff_ids.len(),
+                manifest.layers().len()
+            );
+        }
+        let layers = manifest
+            .layers()
+            .iter()
+            .zip(diff_ids)
+            .map(|(l, diff_id)| {
+                Ok(Layer {
+                    path: self.blob_path(l.digest().as_ref())?,
+                    descriptor: l.clone(),
+                    diff_id,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let annotations = d.annotations().clone().unwrap_or_default();
+        Ok(Image {
+            tag: annotations.get(ANNOTATION_REF_NAME).cloned(),
+            name: annotations.get(ANNOTATION_CONTAINERD_NAME).cloned(),
+            manifest,
+            manifest_bytes,
+            config_bytes,
+            layers,
+        })
+    }
+
+    /// The index entry of the image tagged `tag` (or the only one).
+    fn find(&self, tag: Option<&str>) -> Result<Descriptor> {
         let index = self.index()?;
         let tag_of = |d: &Descriptor| {
             d.annotations()
@@ -372,70 +233,35 @@ impl Layout {
                 .and_then(|a| a.get(ANNOTATION_REF_NAME))
                 .cloned()
         };
-        let found: Vec<&Descriptor> = match tag {
-            Some(t) => index
-                .manifests()
-                .iter()
-                .filter(|d| tag_of(d).as_deref() == Some(t))
-                .collect(),
-            None => index.manifests().iter().collect(),
+        let tags = || -> String {
+            let t: Vec<String> = index.manifests().iter().filter_map(tag_of).collect();
+            if t.is_empty() { "none".into() } else { t.join(", ") }
         };
-        let d = match found.as_slice() {
-            [d] => (*d).clone(),
-            [] => {
-                let tags: Vec<String> = index.manifests().iter().filter_map(tag_of).collect();
-                bail!(
-                    "no image {} in {} (it has: {})",
-                    tag.map(|t| format!("tagged {t:?}")).unwrap_or_default(),
-                    self.root.display(),
-                    if tags.is_empty() {
-                        "none".into()
-                    } else {
-                        tags.join(", ")
-                    }
-                )
-            }
-            _ => {
-                let tags: Vec<String> = index.manifests().iter().filter_map(tag_of).collect();
-                bail!(
-                    "{} holds several images ({}); name one with --tag",
-                    self.root.display(),
-                    tags.join(", ")
-                )
-            }
-        };
-        let manifest_bytes = self.read_blob(d.digest().as_ref())?;
-        let manifest: ImageManifest =
-            serde_json::from_slice(&manifest_bytes).context("parsing the image manifest")?;
-        let config_bytes = self.read_blob(manifest.config().digest().as_ref())?;
-        let annotations = d.annotations().clone().unwrap_or_default();
-        Ok(Resolved {
-            tag: annotations.get(ANNOTATION_REF_NAME).cloned(),
-            full_name: annotations.get(ANNOTATION_CONTAINERD_NAME).cloned(),
-            descriptor: d,
-            manifest,
-            manifest_bytes,
-            config_bytes,
-        })
+        let found: Vec<&Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| tag.is_none_or(|t| tag_of(d).as_deref() == Some(t)))
+            .collect();
+        match found.as_slice() {
+            [d] => Ok((*d).clone()),
+            [] => bail!(
+                "no image {} in {} (it has: {})",
+                tag.map(|t| format!("tagged {t:?}")).unwrap_or_default(),
+                self.root.display(),
+                tags()
+            ),
+            _ => bail!(
+                "{} holds several images ({}); name one with --tag",
+                self.root.display(),
+                tags()
+            ),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_normalized_like_docker() {
-        assert_eq!(
-            full_name("mariadb-pageserver", "latest"),
-            "docker.io/library/mariadb-pageserver:latest"
-        );
-        assert_eq!(full_name("acme/db", "1"), "docker.io/acme/db:1");
-        assert_eq!(full_name("localhost:5000/db", "1"), "localhost:5000/db:1");
-        assert_eq!(full_name("ghcr.io/acme/db", "1"), "ghcr.io/acme/db:1");
-        assert_eq!(familiar_name("docker.io/library/db:1"), "db:1");
-        assert_eq!(familiar_name("localhost:5000/db:1"), "localhost:5000/db:1");
-    }
 
     #[test]
     fn canonical_json_sorts_hashmap_keys() {
@@ -447,9 +273,4 @@ mod tests {
         assert_eq!(keys, sorted);
     }
 
-    #[test]
-    fn rfc3339_of_known_epochs() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 }

@@ -7,8 +7,11 @@
 //! read `index.json` (containerd, newer Docker) both load it. Entries are
 //! sorted and carry fixed metadata, so the archive is reproducible too.
 
+use super::Sink;
 use crate::model::digest::HashingWriter;
-use crate::oci::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Layout};
+use crate::model::{Image, name};
+use crate::oci::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
+use crate::progress::{Reporter, Unit};
 use anyhow::{Context, Result};
 use oci_spec::image::{ImageIndexBuilder, MediaType};
 use serde::Serialize;
@@ -16,7 +19,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use tar::{EntryType, Header};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ArchiveFormat {
     /// OCI image layout in a tar (skopeo `oci-archive:`, podman, containerd).
@@ -34,85 +37,132 @@ pub struct ExportReport {
     pub digest: String,
 }
 
-pub fn export<W: Write>(
-    layout: &Layout,
-    tag: Option<&str>,
-    format: ArchiveFormat,
-    out: W,
-) -> Result<(W, ExportReport)> {
-    let img = layout.resolve(tag)?;
-    let mut counted = HashingWriter::new(out);
-    {
-        let mut tar = tar::Builder::new(&mut counted);
-        add(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-
-        // An index with just this image, named as in the source layout.
-        let mut d = img.descriptor.clone();
-        let mut ann = HashMap::new();
-        if let Some(t) = &img.tag {
-            ann.insert(ANNOTATION_REF_NAME.to_string(), t.clone());
+impl std::str::FromStr for ArchiveFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "oci-archive" => Ok(ArchiveFormat::OciArchive),
+            "docker-archive" => Ok(ArchiveFormat::DockerArchive),
+            _ => Err(format!(
+                "unknown archive format {s:?} (oci-archive or docker-archive)"
+            )),
         }
-        if let Some(n) = &img.full_name {
-            ann.insert(ANNOTATION_CONTAINERD_NAME.to_string(), n.clone());
-        }
-        d.set_annotations((!ann.is_empty()).then_some(ann));
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(vec![d])
-            .build()?;
-        add(&mut tar, "index.json", &oci::canonical_json(&index)?)?;
-
-        let blob_name = |digest: &str| -> Result<String> {
-            Ok(format!("blobs/sha256/{}", crate::model::digest::hex_of(digest)?))
-        };
-        if format == ArchiveFormat::DockerArchive {
-            let docker = serde_json::json!([{
-                "Config": blob_name(img.manifest.config().digest().as_ref())?,
-                "RepoTags": img.full_name.iter().map(|n| oci::familiar_name(n)).collect::<Vec<_>>(),
-                "Layers": img.manifest.layers().iter().map(|l| blob_name(l.digest().as_ref())).collect::<Result<Vec<_>>>()?,
-            }]);
-            add(&mut tar, "manifest.json", &serde_json::to_vec(&docker)?)?;
-        }
-
-        dir(&mut tar, "blobs/")?;
-        dir(&mut tar, "blobs/sha256/")?;
-        let mut blobs: Vec<(String, u64)> = vec![
-            (img.descriptor.digest().to_string(), img.descriptor.size()),
-            (
-                img.manifest.config().digest().to_string(),
-                img.manifest.config().size(),
-            ),
-        ];
-        blobs.extend(
-            img.manifest
-                .layers()
-                .iter()
-                .map(|l| (l.digest().to_string(), l.size())),
-        );
-        blobs.sort();
-        blobs.dedup();
-        for (digest, size) in blobs {
-            let path = layout.blob_path(&digest)?;
-            let file = std::fs::File::open(&path)
-                .with_context(|| format!("opening blob {}", path.display()))?;
-            let mut h = header(EntryType::Regular, size, 0o644);
-            tar.append_data(&mut h, blob_name(&digest)?, std::io::Read::take(file, size))
-                .with_context(|| format!("adding blob {digest}"))?;
-        }
-        tar.finish()?;
     }
-    let (out, digest, bytes) = counted.finish();
-    Ok((
-        out,
-        ExportReport {
+}
+
+/// Writes the image as one tar stream into `out`.
+pub struct ArchiveSink<W: Write> {
+    pub format: ArchiveFormat,
+    out: Option<W>,
+}
+
+impl<W: Write> ArchiveSink<W> {
+    pub fn new(format: ArchiveFormat, out: W) -> Self {
+        ArchiveSink {
             format,
-            image: img.full_name.clone(),
-            manifest_digest: img.descriptor.digest().to_string(),
+            out: Some(out),
+        }
+    }
+    /// The writer back, after `send` (to flush it or commit a file).
+    pub fn into_inner(self) -> W {
+        self.out.expect("send consumed the writer only on error")
+    }
+}
+
+impl<W: Write> Sink for ArchiveSink<W> {
+    type Report = ExportReport;
+
+    fn send(&mut self, img: &Image, reporter: &dyn Reporter) -> Result<ExportReport> {
+        let out = self.out.take().context("the archive was already written")?;
+        let mut counted = HashingWriter::new(out);
+        write_archive(&mut counted, img, self.format, reporter)?;
+        let (out, digest, bytes) = counted.finish();
+        self.out = Some(out);
+        Ok(ExportReport {
+            format: self.format,
+            image: img.name.clone(),
+            manifest_digest: img.manifest_digest(),
             bytes,
             digest,
-        },
-    ))
+        })
+    }
+}
+
+fn blob_name(digest: &str) -> Result<String> {
+    Ok(format!("blobs/sha256/{}", crate::model::digest::hex_of(digest)?))
+}
+
+fn write_archive<W: Write>(
+    out: W,
+    img: &Image,
+    format: ArchiveFormat,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let mut tar = tar::Builder::new(out);
+    add(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    add(&mut tar, "index.json", &index_of(img)?)?;
+    if format == ArchiveFormat::DockerArchive {
+        let docker = serde_json::json!([{
+            "Config": blob_name(&img.config_digest())?,
+            "RepoTags": img.name.iter().map(|n| name::familiar_name(n)).collect::<Vec<_>>(),
+            "Layers": img.layers.iter().map(|l| blob_name(&l.digest())).collect::<Result<Vec<_>>>()?,
+        }]);
+        add(&mut tar, "manifest.json", &serde_json::to_vec(&docker)?)?;
+    }
+    dir(&mut tar, "blobs/")?;
+    dir(&mut tar, "blobs/sha256/")?;
+    // Blobs in digest order; manifest and config from memory (verified when
+    // the image was read), layers verified while they stream.
+    let mut blobs: Vec<(String, Option<usize>)> = vec![
+        (img.manifest_digest(), None),
+        (img.config_digest(), None),
+    ];
+    blobs.extend(img.layers.iter().enumerate().map(|(i, l)| (l.digest(), Some(i))));
+    blobs.sort();
+    blobs.dedup_by(|a, b| a.0 == b.0);
+    let task = reporter.task("export", Some(img.layers_size()), Unit::Bytes);
+    for (digest, layer) in blobs {
+        match layer {
+            None => {
+                let bytes = if digest == img.config_digest() {
+                    &img.config_bytes
+                } else {
+                    &img.manifest_bytes
+                };
+                add(&mut tar, &blob_name(&digest)?, bytes)?;
+            }
+            Some(i) => {
+                let l = &img.layers[i];
+                let mut h = header(EntryType::Regular, l.size(), 0o644);
+                let reader = l.open()?;
+                tar.append_data(&mut h, blob_name(&digest)?, reader)
+                    .with_context(|| format!("adding blob {digest}"))?;
+                task.advance(l.size());
+            }
+        }
+    }
+    task.finish();
+    tar.into_inner()?;
+    Ok(())
+}
+
+/// An index with just this image, named as in its layout.
+fn index_of(img: &Image) -> Result<Vec<u8>> {
+    let mut d = img.manifest_descriptor();
+    let mut ann = HashMap::new();
+    if let Some(t) = &img.tag {
+        ann.insert(ANNOTATION_REF_NAME.to_string(), t.clone());
+    }
+    if let Some(n) = &img.name {
+        ann.insert(ANNOTATION_CONTAINERD_NAME.to_string(), n.clone());
+    }
+    d.set_annotations((!ann.is_empty()).then_some(ann));
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![d])
+        .build()?;
+    oci::canonical_json(&index)
 }
 
 fn header(kind: EntryType, size: u64, mode: u32) -> Header {
