@@ -176,6 +176,10 @@ struct AssembleArgs {
     /// Do not use ccache for builds even if it is installed.
     #[arg(long)]
     no_ccache: bool,
+    /// Say what would be fetched, built, reused and written, and why a build
+    /// would rerun; change nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// Parallel build jobs for ninja [default: ninja's].
     #[arg(long, value_name = "N")]
     build_jobs: Option<usize>,
@@ -274,6 +278,10 @@ fn run(cli: Cli) -> Result<()> {
                     jobs: a.build_jobs,
                 },
             };
+            if a.dry_run {
+                let plan = assemble::dry_run::run(&spec, &store, &opts)?;
+                return output(cli.json, &plan, || cli::render::dry_run(&plan));
+            }
             let report = assemble::run(&spec, &store, &opts, reporter(cli.json).as_ref())?;
             output(cli.json, &report, || {
                 println!("assembled {} ({})", report.image, report.manifest_digest);

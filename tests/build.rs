@@ -523,3 +523,56 @@ fn golden_digests_of_the_cmake_fixture_build() {
     digests["build_key"] = report["builds"][0]["key"].clone();
     check_golden("cmake-fixture-build", &digests);
 }
+
+/// `assemble --dry-run` changes nothing, says what is reused, and after a
+/// patch changes names that patch as the reason for the rebuild and the
+/// layer that will be rewritten.
+#[test]
+fn dry_run_explains_a_rebuild_by_the_changed_patch() {
+    let p = project(&[], &[]);
+    p.fetch_from_files(&p.store);
+    run_ok(&mut p.assemble(&p.store));
+    let dry = |p: &Project| {
+        let mut c = p.assemble(&p.store);
+        c.arg("--dry-run");
+        json(&run_ok(&mut c))
+    };
+    let warm = dry(&p);
+    assert_eq!(warm["builds"][0]["cached"], true, "{warm}");
+    assert_eq!(warm["layers"][0]["cached"], true, "{warm}");
+
+    let patch = p.root.join("patches/0001-greeting.patch");
+    fs::write(&patch, GOOD_PATCH.replace("hello, patched", "hello, patched again")).unwrap();
+    run_ok(mpsi(&p.store).arg("lock").arg("--lock").arg(&p.lock));
+    let builds_before = p.builds(&p.store);
+    let changed = dry(&p);
+    let b = &changed["builds"][0];
+    assert_eq!(b["cached"], false, "{changed}");
+    let because: Vec<&str> = b["because"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(because.len(), 1, "{because:?}");
+    assert!(
+        because[0].starts_with("patch patches/0001-greeting.patch changed"),
+        "{because:?}"
+    );
+    assert_eq!(b["compared_with"], warm["builds"][0]["key"]);
+    assert_eq!(changed["layers"][0]["cached"], false);
+    assert!(
+        changed["layers"][0]["because"]
+            .as_str()
+            .unwrap()
+            .contains("build \"hello\"")
+    );
+    // Nothing was built or written.
+    assert_eq!(p.builds(&p.store), builds_before);
+    // The text form says the same for a human.
+    let mut c = mpsi(&p.store);
+    c.arg("assemble").arg(&p.spec).args(["--dry-run", "--no-ccache", "-o"]).arg(p.root.join("oci"));
+    let text = String::from_utf8(run_ok(&mut c).stdout).unwrap();
+    assert!(text.contains("BUILD") && text.contains("patch patches/0001-greeting.patch changed"), "{text}");
+    assert!(text.contains("layer  hello            WRITE"), "{text}");
+}

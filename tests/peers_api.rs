@@ -145,5 +145,105 @@ fn safekeeper_keeps_a_contiguous_stream_and_checks_its_key() {
         &auth,
     )
     .unwrap();
-    assert_eq!(sk.state().wal_gaps, vec![(106, 110)]);
+    assert_eq!(sk.state().wal().gaps, vec![(106, 110)]);
+}
+
+#[test]
+fn peers_keep_each_database_apart_and_inject_the_issue_8_faults() {
+    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
+    let p = ps.port();
+    let put = |db: &str, lsn: u64, byte: u8| {
+        let r = call(
+            p,
+            "POST",
+            "/api/v1/put_page",
+            Some(json!({"space_id":5,"page_no":3,"lsn":lsn,"database_id":db,"page_data":b64(&[byte; 64])})),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.0, 200);
+    };
+    let get = |db: &str, lsn: u64| {
+        call(
+            p,
+            "POST",
+            "/api/v1/get_page",
+            Some(json!({"space_id":5,"page_no":3,"lsn":lsn,"database_id":db})),
+            &[],
+        )
+        .unwrap()
+    };
+    put("aaaa", 100, 1);
+    ps.state().generation += 1;
+    put("bbbb", 50, 2);
+    // Each database sees its own images, labelled with its id.
+    let (s, b) = get("bbbb", 1000);
+    assert_eq!((s, b["page_lsn"].as_u64(), b["database_id"].as_str()), (200, Some(50), Some("bbbb")));
+    assert_eq!(get("cccc", 1000).0, 404);
+    // Another database's images, labelled honestly or not.
+    ps.faults().foreign_database_pages = true;
+    let (_, b) = get("bbbb", 1000);
+    assert_eq!((b["page_lsn"].as_u64(), b["database_id"].as_str()), (Some(100), Some("aaaa")));
+    ps.faults().lie_about_database = true;
+    assert_eq!(get("bbbb", 1000).1["database_id"], "bbbb");
+    assert_eq!(ps.state().foreign_pages_served, 2);
+    // A peer without the extension: one store, no label.
+    {
+        let mut f = ps.faults();
+        *f = Default::default();
+        f.ignore_identity = true;
+    }
+    put("aaaa", 70, 3);
+    put("bbbb", 80, 4);
+    let (_, b) = get("bbbb", 75);
+    assert_eq!((b["page_lsn"].as_u64(), b.get("database_id")), (Some(70), None));
+    // Another space's page; an oversized answer.
+    *ps.faults() = Default::default();
+    call(
+        p,
+        "POST",
+        "/api/v1/put_page",
+        Some(json!({"space_id":6,"page_no":3,"lsn":60,"database_id":"bbbb","page_data":b64(&[9; 64])})),
+        &[],
+    )
+    .unwrap();
+    ps.faults().other_space_pages = true;
+    assert_eq!(get("bbbb", 1000).1["page_lsn"], 60);
+    {
+        let mut f = ps.faults();
+        *f = Default::default();
+        f.oversized_body = Some(100_000);
+    }
+    assert!(get("bbbb", 1000).1["padding"].as_str().unwrap().len() == 100_000);
+
+    // The Safekeeper keeps one stream per database, can refuse gaps and
+    // can pretend to hold another history.
+    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
+    let q = sk.port();
+    let wal = |db: &str, lsn: u64, data: &[u8]| {
+        call(
+            q,
+            "POST",
+            "/api/v1/stream_wal",
+            Some(json!({"lsn":lsn,"wal_data":b64(data),"database_id":db})),
+            &[],
+        )
+        .unwrap()
+        .0
+    };
+    assert_eq!(wal("aaaa", 100, b"abcd"), 200);
+    assert_eq!(wal("bbbb", 500, b"xy"), 200);
+    let latest = |db: &str| {
+        call(q, "GET", &format!("/api/v1/get_latest_lsn?database_id={db}"), None, &[])
+            .unwrap()
+            .1["latest_lsn"]
+            .as_u64()
+    };
+    assert_eq!((latest("aaaa"), latest("bbbb")), (Some(104), Some(502)));
+    sk.faults().reject_gaps = true;
+    assert_eq!(wal("aaaa", 110, b"z"), 400);
+    assert_eq!(wal("aaaa", 104, b"e"), 200);
+    sk.faults().foreign_history = Some(1000);
+    assert_eq!(latest("aaaa"), Some(1105));
+    assert_eq!(sk.state().streams["aaaa"].data, b"abcde");
 }

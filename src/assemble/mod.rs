@@ -2,6 +2,7 @@
 //! in the store) -> the image value -> the layout sink.
 
 pub mod docs;
+pub mod dry_run;
 
 use crate::build::{self, Built};
 use crate::fetch::Origin;

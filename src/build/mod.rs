@@ -30,11 +30,14 @@
 use crate::fetch::{Fetcher, Origin};
 use crate::fsutil;
 use crate::progress::{Reporter, Task, Unit};
-use crate::lock::{Input, LockFile, Patch};
+use crate::lock::{LockFile, Patch};
+mod host;
 mod patch;
+pub mod plan;
 pub mod sandbox;
 mod strip;
 
+pub use plan::Plan;
 use patch::apply_patch;
 use sandbox::{Net, Sandbox};
 use strip::{prune_objects, strip_tree};
@@ -42,13 +45,11 @@ use crate::unpack::unpack;
 use crate::store::{self, Store};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// The build recipe this mpsi implements. Changing how a build is driven in
@@ -96,19 +97,6 @@ pub struct Meta {
     pub mpsi_version: String,
 }
 
-/// Everything decided before any work: the output key and its inputs.
-pub struct Plan {
-    pub name: String,
-    pub key: String,
-    pub source: Input,
-    pub patches: Vec<(Patch, PathBuf)>,
-    pub cmake_flags: Vec<String>,
-    pub strip: bool,
-    pub epoch: u64,
-    pub toolchain: BTreeMap<String, String>,
-    pub net: Net,
-}
-
 #[derive(Debug, Serialize)]
 pub struct Built {
     pub name: String,
@@ -140,19 +128,8 @@ pub struct PatchFailed {
     pub detail: String,
 }
 
-/// Debian package that provides a command.
-fn package_of(tool: &str) -> &str {
-    match tool {
-        "ninja" => "ninja-build",
-        "objcopy" | "strip" | "readelf" => "binutils",
-        "unshare" => "util-linux",
-        "cc" => "gcc",
-        "c++" => "g++",
-        other => other,
-    }
-}
-
-/// Plans a build: checks the lock and the machine, computes the key.
+/// Plans a build: checks the lock, probes the machine (tools, packages,
+/// sandbox), and computes the key from both.
 pub fn plan(lf: &LockFile, name: &str, opts: &Options) -> Result<Plan> {
     let b = lf.build(name)?;
     if b.recipe != RECIPE {
@@ -165,163 +142,70 @@ pub fn plan(lf: &LockFile, name: &str, opts: &Options) -> Result<Plan> {
         }
         .into());
     }
-    let source = lf.input(&b.source)?.clone();
     let patches = lf.verified_patches(name)?;
-    let mut tools: Vec<String> = b.tools.clone();
-    for t in ["cmake", "ninja"] {
-        if !tools.iter().any(|x| x == t) {
-            tools.push(t.into());
-        }
-    }
-    if !patches.is_empty() && !tools.iter().any(|x| x == "patch") {
-        tools.push("patch".into());
-    }
-    if b.strip {
-        for t in ["objcopy", "strip", "readelf"] {
-            if !tools.iter().any(|x| x == t) {
-                tools.push(t.into());
-            }
-        }
-    }
-    let missing_tools: Vec<&String> = tools
-        .iter()
-        .filter(|t| sandbox::which(t).is_none())
-        .collect();
-    let missing_pkgs = missing_packages(&b.packages)?;
-    if !missing_tools.is_empty() || !missing_pkgs.is_empty() {
-        let mut what = Vec::new();
-        if !missing_tools.is_empty() {
-            what.push(format!(
-                "missing tools (looked in {}): {}",
-                sandbox::PATH,
-                missing_tools
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if !missing_pkgs.is_empty() {
-            what.push(format!("missing packages: {}", missing_pkgs.join(", ")));
-        }
-        let mut packages: Vec<String> = missing_tools
-            .iter()
-            .map(|t| package_of(t).to_string())
-            .chain(missing_pkgs)
-            .collect();
-        packages.sort();
-        packages.dedup();
-        return Err(MissingDeps {
-            build: name.into(),
-            what: what.join("; "),
-            packages,
-        }
-        .into());
-    }
-    let net = sandbox::Sandbox::probe(opts.allow_network)?;
-    sandbox::require_unshare(net)?;
-    let toolchain = identify(&tools, &b.packages)?;
-    let epoch = opts.source_date_epoch;
-
-    let mut h = Sha256::new();
-    let mut line = |k: &str, v: &str| {
-        h.update(k.as_bytes());
-        h.update(b"\0");
-        h.update(v.as_bytes());
-        h.update(b"\n");
-    };
-    line("recipe", RECIPE);
-    line("name", name);
-    line("source", &source.sha256);
-    for (p, _) in &patches {
-        line("patch", &format!("{} {}", p.name, p.sha256));
-    }
-    for f in &b.cmake_flags {
-        line("cmake-flag", f);
-    }
-    line("strip", &b.strip.to_string());
-    line("source-date-epoch", &epoch.to_string());
-    for (k, v) in &toolchain {
-        line(&format!("tool {k}"), v);
-    }
-    line("hermetic", &net.hermetic().to_string());
-    let key = hex::encode(h.finalize());
-    Ok(Plan {
-        name: name.into(),
-        key,
-        source,
+    let host = host::probe(name, b, !patches.is_empty(), opts.allow_network)?;
+    Ok(plan::Plan::new(
+        name,
+        lf.input(&b.source)?.clone(),
         patches,
-        cmake_flags: b.cmake_flags.clone(),
-        strip: b.strip,
-        epoch,
-        toolchain,
-        net,
+        b,
+        opts.source_date_epoch,
+        host,
+    ))
+}
+
+/// What `ensure` would do, without doing it.
+#[derive(Debug, Serialize)]
+pub struct Decision {
+    pub name: String,
+    pub key: String,
+    /// The store has this output: it is reused.
+    pub cached: bool,
+    /// For a rebuild: the newest earlier build of the same name, and which
+    /// of its key inputs changed.
+    pub compared_with: Option<String>,
+    pub because: Vec<String>,
+    /// The source input is not in the store and would be fetched.
+    pub fetch: Option<String>,
+}
+
+/// Plans build `name` and says whether it would be reused or built, and why.
+pub fn decide(store: &Store, lf: &LockFile, name: &str, opts: &Options) -> Result<Decision> {
+    let plan = plan(lf, name, opts)?;
+    let cached = store.build(&plan.key).is_some();
+    let newest = if cached { None } else { newest_build(store, name)? };
+    let because = match &newest {
+        Some(m) => plan.explain(m),
+        None if cached => Vec::new(),
+        None => vec!["no earlier build of this name in the store".into()],
+    };
+    Ok(Decision {
+        name: name.into(),
+        cached,
+        compared_with: newest.map(|m| m.key),
+        because,
+        fetch: (!cached && store.input(&plan.source).is_none()).then(|| plan.source.file.clone()),
+        key: plan.key,
     })
 }
 
-fn missing_packages(packages: &[String]) -> Result<Vec<String>> {
-    if packages.is_empty() {
-        return Ok(Vec::new());
-    }
-    if sandbox::which("dpkg-query").is_none() {
-        bail!(
-            "the lock lists Debian packages ({}) but dpkg-query is not installed; mpsi builds on Debian",
-            packages.join(", ")
-        );
-    }
-    let mut missing = Vec::new();
-    for p in packages {
-        let out = Command::new("dpkg-query")
-            .args(["-W", "-f=${db:Status-Abbrev}", p])
-            .env_clear()
-            .env("PATH", sandbox::PATH)
-            .env("LC_ALL", "C")
-            .output()
-            .context("running dpkg-query")?;
-        if !String::from_utf8_lossy(&out.stdout).starts_with("ii") {
-            missing.push(p.clone());
+/// The most recently finished build of `name` in the store, by its record.
+fn newest_build(store: &Store, name: &str) -> Result<Option<Meta>> {
+    let Ok(dir) = fs::read_dir(store.builds_dir()) else {
+        return Ok(None);
+    };
+    let mut best: Option<(std::time::SystemTime, Meta)> = None;
+    for e in dir {
+        let path = e?.path().join("meta.json");
+        let Ok(text) = fs::read(&path) else { continue };
+        let meta: Meta = serde_json::from_slice(&text)
+            .with_context(|| format!("reading the build record {}", path.display()))?;
+        let when = fs::metadata(&path)?.modified()?;
+        if meta.name == name && best.as_ref().is_none_or(|(t, _)| when > *t) {
+            best = Some((when, meta));
         }
     }
-    Ok(missing)
-}
-
-/// The toolchain identity: each tool's version line and each package's
-/// Debian version.
-fn identify(tools: &[String], packages: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut id = BTreeMap::new();
-    for t in tools {
-        let out = Command::new(sandbox::which(t).expect("checked"))
-            .arg("--version")
-            .env_clear()
-            .env("PATH", sandbox::PATH)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {t} --version"))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let first = text.lines().next().unwrap_or("").trim().to_string();
-        if !out.status.success() || first.is_empty() {
-            bail!("{t} --version printed no version; is {t} working?");
-        }
-        id.insert(t.clone(), first);
-    }
-    if !packages.is_empty() {
-        let out = Command::new("dpkg-query")
-            .arg("-W")
-            .arg("-f=${Package} ${Version} ${Architecture}\\n")
-            .args(packages)
-            .env_clear()
-            .env("PATH", sandbox::PATH)
-            .env("LC_ALL", "C")
-            .output()
-            .context("running dpkg-query")?;
-        for l in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((p, v)) = l.split_once(' ') {
-                id.insert(format!("pkg {p}"), v.to_string());
-            }
-        }
-    }
-    Ok(id)
+    Ok(best.map(|(_, m)| m))
 }
 
 /// Makes sure the output of build `name` is in the store; builds it if not.

@@ -3,6 +3,12 @@
 //! injection. The e2e tests run the patched MariaDB against these; the
 //! `reference_peers` example serves them standalone for manual runs and
 //! benchmarks. They listen on 127.0.0.1 only.
+//!
+//! Both peers implement the database identity extension: page images and
+//! redo are kept per `database_id` (requests without one share the
+//! database ""), and `get_page` echoes the identity of the image it
+//! serves. `Faults::ignore_identity` turns that off (a peer without the
+//! extension: one store for every database, no echo).
 #![allow(dead_code)]
 
 use base64::Engine as _;
@@ -23,33 +29,93 @@ pub struct Faults {
     pub corrupt_pages: bool,
     /// Serve the oldest stored version instead of the newest eligible one.
     pub stale_pages: bool,
+    /// Serve the image of the same page number in another tablespace.
+    pub other_space_pages: bool,
+    /// Serve only images of previous databases: another `database_id`, or
+    /// an earlier `State::generation` (for computes that send no
+    /// identity). They keep their own label unless `lie_about_database`.
+    pub foreign_database_pages: bool,
+    /// Echo the requested `database_id` whatever image is served.
+    pub lie_about_database: bool,
+    /// Behave like a peer without the identity extension: one store for
+    /// every database, no `database_id` in answers.
+    pub ignore_identity: bool,
     /// Answer every request with this status (500 etc.).
     pub error_status: Option<u16>,
     /// Sleep this long before answering.
     pub delay: Option<Duration>,
+    /// Sleep this long before answering `get_page` only.
+    pub get_page_delay: Option<Duration>,
+    /// Pad every `get_page` answer with this many bytes of junk.
+    pub oversized_body: Option<usize>,
+    /// Safekeeper: reject (400) a chunk that starts after its end.
+    pub reject_gaps: bool,
+    /// Safekeeper: report `get_latest_lsn` this far beyond its real end
+    /// (a copy of the log from another history).
+    pub foreign_history: Option<u64>,
+}
+
+/// A stored page image.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub data: Vec<u8>,
+    /// The `database_id` it was pushed with ("" when none).
+    pub database: String,
+    /// `State::generation` when it was pushed.
+    pub generation: u64,
+}
+
+/// One database's copy of the redo stream at the Safekeeper.
+#[derive(Clone, Debug, Default)]
+pub struct Wal {
+    pub start: Option<u64>,
+    pub data: Vec<u8>,
+    /// Ranges the compute skipped (lsn jumped beyond the end).
+    pub gaps: Vec<(u64, u64)>,
+}
+
+impl Wal {
+    pub fn end(&self) -> Option<u64> {
+        self.start.map(|s| s + self.data.len() as u64)
+    }
 }
 
 /// What the peer has seen and stored.
 #[derive(Debug, Default)]
 pub struct State {
-    /// (space, page) -> page LSN -> image
-    pub pages: HashMap<(u64, u64), BTreeMap<u64, Vec<u8>>>,
-    /// The Safekeeper's contiguous copy of the redo stream.
-    pub wal_start: Option<u64>,
-    pub wal: Vec<u8>,
-    /// Ranges the compute skipped (lsn jumped beyond the end).
-    pub wal_gaps: Vec<(u64, u64)>,
+    /// (database_id, space, page) -> page LSN -> image; with
+    /// `ignore_identity`, database_id is "" for every image.
+    pub pages: HashMap<(String, u64, u64), BTreeMap<u64, Image>>,
+    /// The Safekeeper's contiguous copies of the redo stream, by database.
+    pub streams: BTreeMap<String, Wal>,
+    /// The database of the last `stream_wal` or `get_latest_lsn`.
+    pub current: String,
+    /// A label a test raises when it re-creates a database, so that
+    /// images of the previous one are known even without identities.
+    pub generation: u64,
     pub requests: BTreeMap<String, u64>,
     pub pages_served: u64,
+    /// Served images of another database or an earlier generation.
+    pub foreign_pages_served: u64,
     pub pages_not_found: u64,
+    /// The `database_id` values seen, by endpoint.
+    pub identities: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl State {
+    /// The redo stream of the current database.
+    pub fn wal(&self) -> Wal {
+        self.streams.get(&self.current).cloned().unwrap_or_default()
+    }
     pub fn wal_end(&self) -> Option<u64> {
-        self.wal_start.map(|s| s + self.wal.len() as u64)
+        self.streams.get(&self.current).and_then(Wal::end)
     }
     pub fn count(&self, endpoint: &str) -> u64 {
         self.requests.get(endpoint).copied().unwrap_or(0)
+    }
+    /// Number of stored page images.
+    pub fn images(&self) -> usize {
+        self.pages.values().map(BTreeMap::len).sum()
     }
 }
 
@@ -180,7 +246,12 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         };
         let faults = shared.faults.lock().unwrap().clone();
         if let Some(d) = faults.delay {
-            thread::sleep(d);
+            nap(shared, d);
+        }
+        if let Some(d) = faults.get_page_delay
+            && req.path == "/api/v1/get_page"
+        {
+            nap(shared, d);
         }
         let (status, body) = match faults.error_status {
             Some(s) => (s, json!({"status": "error", "error": "injected fault"})),
@@ -203,6 +274,19 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         if close || !shared.running.load(Ordering::SeqCst) {
             return Ok(());
         }
+    }
+}
+
+/// Sleeps, but returns early when the peer is stopped (so a long delay
+/// never holds up `stop` or `drop`).
+fn nap(shared: &Shared, d: Duration) {
+    let until = std::time::Instant::now() + d;
+    while shared.running.load(Ordering::SeqCst) {
+        let now = std::time::Instant::now();
+        if now >= until {
+            return;
+        }
+        thread::sleep((until - now).min(Duration::from_millis(10)));
     }
 }
 
@@ -335,7 +419,30 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
         }
     };
     let num = |k: &str| body[k].as_u64();
+    // The database identity extension: from the body, or the query string
+    // of a GET.
+    let database: String = body["database_id"]
+        .as_str()
+        .map(String::from)
+        .or_else(|| {
+            req.query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("database_id="))
+                .map(String::from)
+        })
+        .unwrap_or_default();
     let mut st = shared.state.lock().unwrap();
+    if !database.is_empty() {
+        st.identities
+            .entry(endpoint.clone())
+            .or_default()
+            .insert(database.clone());
+    }
+    let db = if faults.ignore_identity {
+        String::new()
+    } else {
+        database.clone()
+    };
     match (shared.role, endpoint.as_str()) {
         (_, "ping") => (200, json!({"status": "ok", "version": "1.0.0"})),
         (Role::PageServer, "get_page") => {
@@ -344,24 +451,67 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
             else {
                 return error(400, "space_id, page_no and lsn are required");
             };
-            let versions = st.pages.get(&(space, page));
-            let found = versions.and_then(|v| {
-                if faults.stale_pages {
-                    v.iter().next()
+            let generation = st.generation;
+            let foreign = |i: &Image| i.database != database || i.generation != generation;
+            // Candidates: (lsn, image) of this page, from the stores the
+            // fault mode allows.
+            let mut candidates: Vec<(u64, Image)> = Vec::new();
+            for ((d, sp, pg), versions) in &st.pages {
+                let same_page = *sp == space && *pg == page;
+                let other_space = *sp != space && *pg == page;
+                let page_ok = if faults.other_space_pages {
+                    other_space
                 } else {
-                    v.range(..=lsn).next_back()
+                    same_page
+                };
+                let store_ok = faults.ignore_identity
+                    || faults.foreign_database_pages
+                    || *d == db;
+                if page_ok && store_ok {
+                    for (l, i) in versions {
+                        if !faults.foreign_database_pages || foreign(i) {
+                            candidates.push((*l, i.clone()));
+                        }
+                    }
                 }
-            });
-            match found.map(|(l, d)| (*l, d.clone())) {
-                Some((page_lsn, mut data)) => {
+            }
+            candidates.sort_by_key(|(l, _)| *l);
+            let found = if faults.stale_pages {
+                candidates.first()
+            } else if faults.foreign_database_pages {
+                candidates
+                    .iter()
+                    .rev()
+                    .find(|(l, _)| *l <= lsn)
+                    .or(candidates.last())
+            } else {
+                candidates.iter().rev().find(|(l, _)| *l <= lsn)
+            };
+            match found.cloned() {
+                Some((page_lsn, image)) => {
+                    let mut data = image.data.clone();
                     if faults.corrupt_pages && data.len() > 100 {
                         data[100] ^= 0x5a;
                     }
                     st.pages_served += 1;
-                    (
-                        200,
-                        json!({"status": "success", "page_data": B64.encode(&data), "page_lsn": page_lsn}),
-                    )
+                    if foreign(&image) {
+                        st.foreign_pages_served += 1;
+                    }
+                    let mut answer = json!({"status": "success", "page_data": B64.encode(&data), "page_lsn": page_lsn});
+                    if !faults.ignore_identity {
+                        let label = if faults.lie_about_database {
+                            database.clone()
+                        } else {
+                            image.database.clone()
+                        };
+                        if !label.is_empty() {
+                            answer["database_id"] = json!(label);
+                        }
+                    }
+                    if let Some(n) = faults.oversized_body {
+                        answer["padding"] = json!("x".repeat(n));
+                    }
+                    (200, answer)
                 }
                 None => {
                     st.pages_not_found += 1;
@@ -378,7 +528,15 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
             let Some(Ok(data)) = body["page_data"].as_str().map(|s| B64.decode(s)) else {
                 return error(400, "page_data must be base64");
             };
-            st.pages.entry((space, page)).or_default().insert(lsn, data);
+            let image = Image {
+                data,
+                database: database.clone(),
+                generation: st.generation,
+            };
+            st.pages
+                .entry((db, space, page))
+                .or_default()
+                .insert(lsn, image);
             (200, json!({"status": "success"}))
         }
         (_, "stream_wal") => {
@@ -388,33 +546,47 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
             let Some(Ok(data)) = body["wal_data"].as_str().map(|s| B64.decode(s)) else {
                 return error(400, "wal_data must be base64");
             };
-            let end = match st.wal_end() {
+            st.current = db.clone();
+            let wal = st.streams.entry(db).or_default();
+            let end = match wal.end() {
                 None => {
-                    st.wal_start = Some(lsn);
+                    wal.start = Some(lsn);
                     lsn
                 }
                 Some(e) => e,
             };
             if lsn > end {
+                if faults.reject_gaps {
+                    return error(
+                        400,
+                        format!("lsn {lsn} is beyond the end of the log at {end}"),
+                    );
+                }
                 // The compute reported a gap: record it and continue from here.
-                st.wal_gaps.push((end, lsn));
+                wal.gaps.push((end, lsn));
                 let gap = (lsn - end) as usize;
-                st.wal.extend(std::iter::repeat_n(0, gap));
+                wal.data.extend(std::iter::repeat_n(0, gap));
             }
             let skip = (end.max(lsn) - lsn) as usize;
             if skip < data.len() {
-                st.wal.extend_from_slice(&data[skip..]);
+                wal.data.extend_from_slice(&data[skip..]);
             }
-            let applied = st.wal_end().unwrap_or(lsn);
+            let applied = wal.end().unwrap_or(lsn);
             (
                 200,
                 json!({"status": "success", "last_applied_lsn": applied}),
             )
         }
-        (Role::Safekeeper, "get_latest_lsn") => match st.wal_end() {
-            Some(l) => (200, json!({"status": "success", "latest_lsn": l})),
-            None => error(404, "no WAL received yet"),
-        },
+        (Role::Safekeeper, "get_latest_lsn") => {
+            st.current = db.clone();
+            match st.streams.get(&db).and_then(Wal::end) {
+                Some(l) => (
+                    200,
+                    json!({"status": "success", "latest_lsn": l + faults.foreign_history.unwrap_or(0)}),
+                ),
+                None => error(404, "no WAL received yet"),
+            }
+        }
         (Role::Safekeeper, "get_wal") => {
             let from: u64 = req
                 .query
@@ -422,9 +594,10 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
                 .find_map(|kv| kv.strip_prefix("lsn="))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            match (st.wal_start, st.wal_end()) {
+            let wal = st.streams.get(&db).cloned().unwrap_or_default();
+            match (wal.start, wal.end()) {
                 (Some(s), Some(e)) if from >= s && from <= e => {
-                    let data = &st.wal[(from - s) as usize..];
+                    let data = &wal.data[(from - s) as usize..];
                     (
                         200,
                         json!({"status": "success", "lsn": from, "wal_data": B64.encode(data)}),
@@ -433,10 +606,13 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
                 _ => error(404, format!("no WAL at lsn {from}")),
             }
         }
-        (Role::Safekeeper, "metrics") => (
-            200,
-            json!({"status": "success", "wal_start": st.wal_start, "latest_lsn": st.wal_end(), "gaps": st.wal_gaps.len(), "requests": st.requests}),
-        ),
+        (Role::Safekeeper, "metrics") => {
+            let wal = st.streams.get(&db).cloned().unwrap_or_default();
+            (
+                200,
+                json!({"status": "success", "wal_start": wal.start, "latest_lsn": wal.end(), "gaps": wal.gaps.len(), "databases": st.streams.len(), "requests": st.requests}),
+            )
+        }
         _ => error(404, format!("{} is not served by this peer", req.path)),
     }
 }

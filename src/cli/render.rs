@@ -1,0 +1,34 @@
+//! Text output of commands for humans (`--json` prints the reports instead).
+
+use crate::assemble::dry_run::DryRun;
+
+pub fn dry_run(d: &DryRun) {
+    println!(
+        "dry run of {} (SOURCE_DATE_EPOCH {}): nothing is changed",
+        d.spec.display(),
+        d.source_date_epoch
+    );
+    for b in &d.builds {
+        if b.cached {
+            println!("  build  {:<16} reuse {}", b.name, &b.key[..16]);
+            continue;
+        }
+        println!("  build  {:<16} BUILD {}", b.name, &b.key[..16]);
+        if let Some(old) = &b.compared_with {
+            println!("         because, since build {}:", &old[..16]);
+        }
+        for why in &b.because {
+            println!("           {why}");
+        }
+        if let Some(f) = &b.fetch {
+            println!("         and first fetch {f}");
+        }
+    }
+    for l in &d.layers {
+        match (&l.because, l.cached) {
+            (_, true) => println!("  layer  {:<16} reuse", l.name),
+            (Some(why), false) => println!("  layer  {:<16} WRITE: {why}", l.name),
+            (None, false) => println!("  layer  {:<16} WRITE", l.name),
+        }
+    }
+}
