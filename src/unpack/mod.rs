@@ -41,7 +41,10 @@ fn refuse<T>(why: impl Into<String>) -> Result<T> {
 pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
     let strip = single_top_dir(tarball)?;
     fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let root = rustix::fs::open(dest, DIR_FLAGS, Mode::empty())
+    // `dest` is the caller's own path (it may pass through links); only
+    // what lies beneath it is the archive's.
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = rustix::fs::open(dest, flags, Mode::empty())
         .with_context(|| format!("opening {}", dest.display()))?;
     let mut ar = tar::Archive::new(open_maybe_gz(tarball)?);
     let mut count = 0usize;
@@ -152,7 +155,7 @@ fn walk(root: &OwnedFd, rel: &Path, how: Walk) -> Result<OwnedFd> {
     let mut so_far = PathBuf::new();
     for c in rel.components() {
         let Component::Normal(name) = c else {
-            unreachable!("safe_rel keeps only names") // checked by every caller
+            return refuse("not a plain relative path"); // safe_rel keeps only names
         };
         so_far.push(name);
         dir = match rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty()) {
