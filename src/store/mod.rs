@@ -193,8 +193,9 @@ impl Store {
     /// known good, the old file may have been changed.
     pub fn commit_blob(&self, tmp: NamedTempFile, digest: &str) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o444))
+        let f = tmp.as_file();
+        f.set_modified(settled_mtime())
+            .and_then(|()| f.set_permissions(fs::Permissions::from_mode(0o444)))
             .with_context(|| format!("making {} read-only", tmp.path().display()))?;
         fsutil::commit(tmp, &self.blob_path(digest)?)
     }
@@ -434,6 +435,18 @@ impl Store {
         }
         Ok(live)
     }
+}
+
+/// The mtime a blob gets when it is committed: a whole second before now.
+/// File times come from a coarse clock (a few milliseconds), so a write
+/// just after the commit could leave a "now" mtime as it was (git's
+/// "racily clean" problem) and pass the stamp check; any later write sets
+/// a time after this one.
+fn settled_mtime() -> SystemTime {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs().saturating_sub(1))
 }
 
 /// Whether `name` is a temporary file (`fsutil::temp_in`).
@@ -828,5 +841,97 @@ mod tests {
         assert!(store.build_path("k1").exists());
         assert!(store.input(&input(b"keep")).is_some());
         assert!(store.input(&input(b"drop")).is_none());
+    }
+
+    fn blob_of(data: &[u8]) -> LayerBlob {
+        LayerBlob {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            digest: crate::model::digest::sha256_digest(data),
+            size: data.len() as u64,
+            diff_id: crate::model::digest::sha256_digest(data),
+            uncompressed_size: data.len() as u64,
+            entries: 0,
+        }
+    }
+
+    #[test]
+    fn a_cache_hit_needs_the_blob_as_the_store_wrote_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(Some(tmp.path())).unwrap();
+        let blob = blob_of(b"layer bytes");
+        let mut t = fsutil::temp_in(&store.blobs_dir()).unwrap();
+        t.write_all(b"layer bytes").unwrap();
+        store.commit_blob(t, &blob.digest).unwrap();
+        store.remember_layer("k", &blob).unwrap();
+        let path = store.blob_path(&blob.digest).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o444, "store blobs are read-only");
+        assert_eq!(store.cached_layer("k"), Some(blob.clone()));
+
+        // An edit in place, same size: a miss.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut f = fs::File::options().write(true).open(&path).unwrap();
+        f.write_all(b"LAYER").unwrap();
+        drop(f);
+        assert_eq!(fs::metadata(&path).unwrap().len(), blob.size);
+        assert_eq!(store.cached_layer("k"), None);
+        assert_eq!(store.verify().unwrap().bad.len(), 1);
+
+        // Written again: a hit again, and verify is clean.
+        let mut t = fsutil::temp_in(&store.blobs_dir()).unwrap();
+        t.write_all(b"layer bytes").unwrap();
+        store.commit_blob(t, &blob.digest).unwrap();
+        store.remember_layer("k", &blob).unwrap();
+        assert_eq!(store.cached_layer("k"), Some(blob));
+        assert!(store.verify().unwrap().bad.is_empty());
+
+        // An entry without a stamp (an older mpsi's) is a miss.
+        fs::write(
+            tmp.path().join("layers-v1/old.json"),
+            serde_json::to_vec(&blob_of(b"layer bytes")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(store.cached_layer("old"), None);
+    }
+
+    #[test]
+    fn gc_leaves_fresh_temporaries_and_needs_the_store_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let user = Store::open(Some(tmp.path())).unwrap();
+        let busy = Store::open_exclusive(Some(tmp.path())).err().unwrap();
+        assert!(busy.is::<StoreBusy>(), "{busy:#}");
+        drop(user);
+        let store = Store::open_exclusive(Some(tmp.path())).unwrap();
+        assert!(Store::open_exclusive(Some(tmp.path())).is_err());
+        let hex = "ab".repeat(32);
+        let old = SystemTime::now() - 2 * TEMP_GRACE;
+        let mut fresh = Vec::new();
+        let mut stale = Vec::new();
+        for dir in ["blobs/sha256", "layers-v1", "inputs-v1/sha256"] {
+            for (name, list) in [(".mpsi-tmp-new", &mut fresh), (".mpsi-tmp-old", &mut stale)] {
+                let p = tmp.path().join(dir).join(name);
+                fs::write(&p, b"in flight").unwrap();
+                list.push(p);
+            }
+        }
+        for (name, list) in [(hex.as_str(), &mut fresh), ("0123", &mut stale)] {
+            let p = tmp.path().join("inputs-v1/partial").join(name);
+            fs::write(&p, b"half a download").unwrap();
+            list.push(p);
+        }
+        for p in &stale {
+            fs::File::options().write(true).open(p).unwrap().set_modified(old).unwrap();
+        }
+        let c = store
+            .gc(&BTreeSet::new(), &BTreeSet::new(), Duration::from_secs(3600), false)
+            .unwrap();
+        for p in &fresh {
+            assert!(p.exists(), "{} was removed: {c:?}", p.display());
+        }
+        for p in &stale {
+            assert!(!p.exists(), "{} was kept: {c:?}", p.display());
+        }
+        assert_eq!(c.fresh.len(), fresh.len());
     }
 }
