@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 /// The blob of layer `i` in the layout and in the store, and its digest.
 fn blob_paths(a: &Assembled, i: usize) -> (PathBuf, PathBuf, String) {
-    let digest = a.report["layers"][i]["digest"].as_str().unwrap().to_string();
+    let digest = a.report["layers"][i]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let hex = digest.trim_start_matches("sha256:");
     (
         a.layout.join("blobs/sha256").join(hex),
@@ -49,7 +52,11 @@ fn editing_a_layout_blob_leaves_the_store_whole_and_the_next_assemble_repairs_it
         fs::metadata(&in_store).unwrap(),
     );
     assert_ne!(lm.ino(), sm.ino(), "the layout has a copy, not a link");
-    assert_eq!(sm.permissions().mode() & 0o777, 0o444, "store blobs are read-only");
+    assert_eq!(
+        sm.permissions().mode() & 0o777,
+        0o444,
+        "store blobs are read-only"
+    );
 
     edit_in_place(&in_layout);
     assert_eq!(digest_of(&in_store), digest, "the store's blob is unharmed");
@@ -77,7 +84,10 @@ fn editing_a_store_blob_is_a_cache_miss_and_verify_names_it() {
     fs::set_permissions(&in_store, fs::Permissions::from_mode(0o644)).unwrap();
     edit_in_place(&in_store);
 
-    let out = mpsi(&a.store).args(["store", "verify", "--json"]).output().unwrap();
+    let out = mpsi(&a.store)
+        .args(["store", "verify", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     // stdout: the verification, then the error (both JSON).
     let v: serde_json::Value = serde_json::Deserializer::from_slice(&out.stdout)
@@ -87,7 +97,13 @@ fn editing_a_store_blob_is_a_cache_miss_and_verify_names_it() {
         .unwrap();
     let bad = v["bad"].as_array().unwrap();
     assert_eq!(bad.len(), 1, "{v}");
-    assert!(bad[0].as_str().unwrap().contains(&in_store.display().to_string()), "{v}");
+    assert!(
+        bad[0]
+            .as_str()
+            .unwrap()
+            .contains(&in_store.display().to_string()),
+        "{v}"
+    );
 
     // Same size, but the file is not the one the store wrote: the layer is
     // written again, and the layout gets the new copy.
@@ -144,6 +160,9 @@ fn jobs_change_the_threads_not_the_bytes() {
                 .arg(a.tmp.path().join(format!("oci-j{jobs}")))
                 .args(["--json", "--no-cache", "-j", jobs]),
         ));
-        assert_eq!(out["manifest_digest"], a.report["manifest_digest"], "-j {jobs}");
+        assert_eq!(
+            out["manifest_digest"], a.report["manifest_digest"],
+            "-j {jobs}"
+        );
     }
 }

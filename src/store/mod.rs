@@ -75,8 +75,9 @@ pub struct StoreBusy {
 /// What a store blob's file looked like right after the store wrote it. A
 /// layer-cache hit requires the blob to look the same still (size, inode,
 /// mtime to the nanosecond): a stat instead of a re-hash, and any write to
-/// the blob or its replacement makes it a miss (the layer is written again).
-/// `mpsi store verify` re-hashes everything.
+/// the blob or its replacement makes it a miss (the layer is written again;
+/// `commit_blob` dates blobs a second back so that even a write right after
+/// it changes the mtime). `mpsi store verify` re-hashes everything.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileStamp {
     pub size: u64,
