@@ -230,7 +230,8 @@ fn build_from_http_then_cache_hit_then_offline_from_a_bundle() {
     assert_eq!(ran.stdout, b"hello, patched\n", "the patch was applied");
     let log = fs::read_to_string(out.join("build.log")).unwrap();
     assert!(
-        log.lines().any(|l| l.starts_with("$ ninja -C") && l.ends_with(" -j2")),
+        log.lines()
+            .any(|l| l.starts_with("$ ninja -C") && l.ends_with(" -j2")),
         "{log}"
     );
     // Stripped, with the debug info kept apart by build-id.
@@ -408,8 +409,12 @@ fn gc_reads_roots_from_meta_without_the_toolchain(p: &Project, build: &Path) {
             .unwrap();
         dir
     };
-    let unrelated = fake(&"1".repeat(64), &|m| m["source_sha256"] = "0".repeat(64).into());
-    let older = fake(&"2".repeat(64), &|m| m["toolchain"]["cmake"] = "cmake 3.0".into());
+    let unrelated = fake(&"1".repeat(64), &|m| {
+        m["source_sha256"] = "0".repeat(64).into()
+    });
+    let older = fake(&"2".repeat(64), &|m| {
+        m["toolchain"]["cmake"] = "cmake 3.0".into()
+    });
     let broken = fake(&"3".repeat(64), &|_| {});
     fs::write(broken.join("meta.json"), b"not json").unwrap();
     let in_flight = p.store.join("blobs/sha256/.mpsi-tmp-in-flight");
@@ -423,7 +428,10 @@ fn gc_reads_roots_from_meta_without_the_toolchain(p: &Project, build: &Path) {
             .args(["store", "gc", "--json", "--lock"])
             .arg(&p.lock),
     ));
-    assert!(build.join("meta.json").is_file(), "the lock's build is kept: {gc}");
+    assert!(
+        build.join("meta.json").is_file(),
+        "the lock's build is kept: {gc}"
+    );
     for gone in [&unrelated, &older, &broken] {
         assert!(!gone.exists(), "{} was kept: {gc}", gone.display());
     }

@@ -446,7 +446,9 @@ pub fn recorded_roots(
     let dirs = match fs::read_dir(store.builds_dir()) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", store.builds_dir().display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading {}", store.builds_dir().display()));
+        }
     };
     for entry in dirs {
         let dir = entry?.path();

@@ -205,8 +205,8 @@ impl Store {
     /// now (just after `commit_blob`).
     pub fn remember_layer(&self, key: &str, blob: &LayerBlob) -> Result<()> {
         let blob_path = self.blob_path(&blob.digest)?;
-        let meta = fs::metadata(&blob_path)
-            .with_context(|| format!("reading {}", blob_path.display()))?;
+        let meta =
+            fs::metadata(&blob_path).with_context(|| format!("reading {}", blob_path.display()))?;
         let entry = CacheEntry {
             blob: blob.clone(),
             stamp: FileStamp::of(&meta),
@@ -310,18 +310,21 @@ impl Store {
             let detail = fs::read(dir.join("meta.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .map_or_else(|| "(meta.json unreadable: see `mpsi store verify`)".into(), |m| {
-                    format!(
-                        "{} {}{}",
-                        m["name"].as_str().unwrap_or("?"),
-                        m["version"].as_str().unwrap_or(""),
-                        if m["hermetic"] != true {
-                            " (non-hermetic: built with network)"
-                        } else {
-                            ""
-                        }
-                    )
-                });
+                .map_or_else(
+                    || "(meta.json unreadable: see `mpsi store verify`)".into(),
+                    |m| {
+                        format!(
+                            "{} {}{}",
+                            m["name"].as_str().unwrap_or("?"),
+                            m["version"].as_str().unwrap_or(""),
+                            if m["hermetic"] != true {
+                                " (non-hermetic: built with network)"
+                            } else {
+                                ""
+                            }
+                        )
+                    },
+                );
             l.builds.push(Item {
                 id: name,
                 size: du(&dir),
@@ -380,7 +383,10 @@ impl Store {
         max_age: Duration,
         dry_run: bool,
     ) -> Result<Collection> {
-        anyhow::ensure!(self.exclusive, "store gc needs the store opened exclusively");
+        anyhow::ensure!(
+            self.exclusive,
+            "store gc needs the store opened exclusively"
+        );
         let mut c = Collection {
             dry_run,
             ..Default::default()
@@ -390,7 +396,9 @@ impl Store {
         // Every partial download is a temporary: kept while fresh (for
         // resuming), removed when old.
         c.sweep(&self.root.join("inputs-v1/partial"), dry_run, |_| false)?;
-        c.sweep(&self.builds_dir(), dry_run, |name| keep_builds.contains(name))?;
+        c.sweep(&self.builds_dir(), dry_run, |name| {
+            keep_builds.contains(name)
+        })?;
         let work = self.root.join("work-v1");
         for (name, meta) in read_dir_sorted(&work)? {
             // A running build holds its lock; its work directory stays.
@@ -477,7 +485,10 @@ fn verify_hashed(dir: &Path, what: &str, fix: &str, v: &mut Verification) -> Res
                 "{what} {}: content has sha256 {sha}; {fix}",
                 path.display()
             )),
-            Err(e) => v.bad.push(format!("{what} {}: cannot be read ({e}); {fix}", path.display())),
+            Err(e) => v.bad.push(format!(
+                "{what} {}: cannot be read ({e}); {fix}",
+                path.display()
+            )),
         }
     }
     Ok(())
@@ -922,10 +933,20 @@ mod tests {
             list.push(p);
         }
         for p in &stale {
-            fs::File::options().write(true).open(p).unwrap().set_modified(old).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
         }
         let c = store
-            .gc(&BTreeSet::new(), &BTreeSet::new(), Duration::from_secs(3600), false)
+            .gc(
+                &BTreeSet::new(),
+                &BTreeSet::new(),
+                Duration::from_secs(3600),
+                false,
+            )
             .unwrap();
         for p in &fresh {
             assert!(p.exists(), "{} was removed: {c:?}", p.display());
