@@ -217,13 +217,13 @@ pub fn ensure(
 ) -> Result<Built> {
     let plan = plan(lf, name, opts)?;
     if let Some(path) = store.build(&plan.key) {
-        return Ok(built(&plan, path, true));
+        return built(&plan, path, true);
     }
     // One build per name at a time: the work directory is a fixed path.
     let work_root = store.root().join("work-v1");
     let _guard = fsutil::lock(&work_root, name)?;
     if let Some(path) = store.build(&plan.key) {
-        return Ok(built(&plan, path, true)); // built meanwhile by another mpsi
+        return built(&plan, path, true); // built meanwhile by another mpsi
     }
     let fetcher = Fetcher::new(store, reporter);
     fetcher.ensure(&[&plan.source], origin)?;
@@ -243,7 +243,7 @@ pub fn ensure(
                 .with_context(|| format!("moving the build output to {}", dest.display()))?;
             fsutil::sync_dir(&store.builds_dir())?;
             store::remove_any(&work)?;
-            Ok(built(&plan, dest, false))
+            built(&plan, dest, false)
         }
         Err(e) => {
             let log = work.join("build.log");
@@ -260,19 +260,92 @@ pub fn ensure(
     }
 }
 
-fn built(plan: &Plan, path: PathBuf, cached: bool) -> Built {
-    let meta: Option<Meta> = fs::read(path.join("meta.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    Built {
+/// A stored build output, described by its `meta.json`. A record that
+/// cannot be read fails the assemble (fail closed) rather than being taken
+/// as hermetic or rebuilt over: the file only appears whole, by rename, so
+/// a broken one means the output was changed after the build and may be
+/// broken too. The error names the file and the way out.
+fn built(plan: &Plan, path: PathBuf, cached: bool) -> Result<Built> {
+    let meta = read_meta(&path).with_context(|| {
+        format!(
+            "the stored build of {:?} cannot be trusted; check the store with `mpsi store verify`, then delete {} to build it again",
+            plan.name,
+            path.display()
+        )
+    })?;
+    Ok(Built {
         name: plan.name.clone(),
         key: plan.key.clone(),
         cached,
-        hermetic: meta.as_ref().is_none_or(|m| m.hermetic),
-        seconds: meta.as_ref().map_or(0.0, |m| m.seconds),
-        phases: meta.map(|m| m.phases).unwrap_or_default(),
+        hermetic: meta.hermetic,
+        seconds: meta.seconds,
+        phases: meta.phases,
         path,
+    })
+}
+
+/// Whether a recorded build is of the lock's entry of that name, as the
+/// lock says it now.
+fn is_the_locks(meta: &Meta, lf: &LockFile, epoch: u64) -> Result<bool> {
+    let Some(b) = lf.lock.build.get(&meta.name) else {
+        return Ok(false);
+    };
+    let source = lf.input(&b.source)?;
+    Ok(meta.recipe == b.recipe
+        && meta.source_sha256 == source.sha256
+        && meta.patches == b.patches
+        && meta.cmake_flags == b.cmake_flags
+        && meta.source_date_epoch == epoch)
+}
+
+/// Reads the `meta.json` of a build output directory.
+pub fn read_meta(dir: &Path) -> Result<Meta> {
+    let path = dir.join("meta.json");
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let meta: Meta =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    let key = dir.file_name().unwrap_or_default().to_string_lossy();
+    if meta.key != key {
+        bail!("{} names build {}, not {key}", path.display(), meta.key);
     }
+    Ok(meta)
+}
+
+/// The build outputs `store gc` keeps, read from what each build recorded
+/// in its meta.json (not by planning again: that probes the host, fails
+/// where cmake is missing and would tie the roots to today's toolchain).
+/// For each build of the lock, an output is a root if its recipe, source,
+/// patches, cmake flags and clock (`epoch`) are the lock's; of those, the
+/// newest hermetic and the newest non-hermetic one are kept (an older one
+/// was made by a toolchain since replaced). Outputs whose meta.json cannot
+/// be read are no roots.
+pub fn recorded_roots(
+    store: &Store,
+    lf: &LockFile,
+    epoch: u64,
+) -> Result<std::collections::BTreeSet<String>> {
+    let mut newest: BTreeMap<(String, bool), (std::time::SystemTime, String)> = BTreeMap::new();
+    let dirs = match fs::read_dir(store.builds_dir()) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading {}", store.builds_dir().display()));
+        }
+    };
+    for entry in dirs {
+        let dir = entry?.path();
+        let Ok(meta) = read_meta(&dir) else { continue };
+        if !is_the_locks(&meta, lf, epoch)? {
+            continue;
+        }
+        let made = fs::metadata(dir.join("meta.json")).and_then(|m| m.modified())?;
+        let slot = (meta.name.clone(), meta.hermetic);
+        let candidate = (made, meta.key);
+        if newest.get(&slot).is_none_or(|current| candidate > *current) {
+            newest.insert(slot, candidate);
+        }
+    }
+    Ok(newest.into_values().map(|(_, key)| key).collect())
 }
 
 /// The work directory: `src/` (unpacked, patched), `build/` (cmake),
