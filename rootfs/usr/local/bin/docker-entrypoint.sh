@@ -210,15 +210,17 @@ docker_setup_env() {
 # As root: create and hand over the directories the server writes, then
 # run this script again as mysql.
 docker_drop_root() {
-	local sockdir
+	local sockdir uid
+	uid=$(id -u mysql) || mysql_error "there is no user 'mysql' to run the server as"
 	sockdir=$(dirname "${SOCKET:-/run/mysqld/mysqld.sock}")
 	mkdir -p "$DATADIR" "$sockdir"
-	find "$DATADIR" "$sockdir" \! -user mysql -exec chown mysql:mysql '{}' +
+	# Only what is not mysql's yet: a large volume is not walked twice.
+	find "$DATADIR" "$sockdir" \! -uid "$uid" -exec chown mysql:mysql '{}' +
 	# memory.pressure lets the server react to cgroup memory pressure.
 	if [ -w /sys/fs/cgroup/memory.pressure ]; then
 		chown mysql /sys/fs/cgroup/memory.pressure || true
 	fi
-	HOME=$(getent passwd mysql | cut -d: -f6)
+	HOME=$(getent passwd mysql | cut -d: -f6) || true
 	export HOME=${HOME:-/var/lib/mysql}
 	mysql_note "Switching to dedicated user 'mysql'"
 	exec setpriv --reuid=mysql --regid=mysql --init-groups "${BASH_SOURCE[0]}" "$@"
