@@ -7,6 +7,7 @@
 #
 # Usage: tests/entrypoint/run.sh   (exit status 1 when a check fails)
 set -euo pipefail
+shopt -s nullglob
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)

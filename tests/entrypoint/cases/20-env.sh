@@ -40,7 +40,8 @@ for s in rootsecret usersecret key-from-file; do
 	expect "'$s' is not in the final server's arguments" lacks "$(final).args" "$s"
 	expect "'$s' is not in the temporary server's arguments or environment" lacks "$(temp).args" "$s"
 done
-expect "no password variable reaches the server" bash -c "! grep -qE '^(MARIADB|MYSQL)_(ROOT_)?PASSWORD|^SAFEKEEPER_API_KEY|^MYSQL_PWD' '$(final).env'"
+expect "no password variable reaches the server" bash -c "! grep -qE 'PASSWORD|^SAFEKEEPER_API_KEY|^MYSQL_PWD' '$(final).env'"
+expect "no variable the entrypoint read reaches the server" bash -c "! grep -qE '^(MARIADB|MYSQL)_' '$(final).env'"
 expect "the API key reaches the server through an option file on a descriptor" \
 	has_line "$(final).extra" "innodb-safekeeper-api-key=key-from-file"
 expect "that option file is read by the server section" has_line "$(final).extra" "[mariadbd]"

@@ -19,13 +19,15 @@ shopt -s nullglob
 # The init directory; tests point it at a temporary directory.
 INITDB_DIR=${MPSI_INITDB_DIR:-/docker-entrypoint-initdb.d}
 
-# Variables whose values are secrets: cleared before mariadbd starts.
-SECRET_VARS=(
+# Variables cleared before mariadbd starts: the secrets, and every variable
+# file_env read (it adds them), which are the entrypoint's and not the
+# server's.
+CONSUMED_VARS=(
 	MARIADB_ROOT_PASSWORD MYSQL_ROOT_PASSWORD
 	MARIADB_ROOT_PASSWORD_HASH MYSQL_ROOT_PASSWORD_HASH
 	MARIADB_PASSWORD MYSQL_PASSWORD
 	MARIADB_PASSWORD_HASH MYSQL_PASSWORD_HASH
-	SAFEKEEPER_API_KEY MYSQL_PWD
+	SAFEKEEPER_API_KEY MYSQL_PWD MYSQL_ALLOW_EMPTY_PASSWORD
 )
 
 mysql_log() {
@@ -65,6 +67,7 @@ file_env() {
 	done
 	val=${val:-$def}
 	export "$var=$val" "$alias=$val"
+	CONSUMED_VARS+=("$var" "$alias")
 }
 
 # Reads every supported variable (and its alias and _FILE forms).
@@ -528,7 +531,7 @@ docker_exec_server() {
 		esac
 	done
 	local key=$PS_KEY
-	unset "${SECRET_VARS[@]}" PS_KEY
+	unset "${CONSUMED_VARS[@]}" PS_KEY
 	if [ -z "$key" ]; then
 		exec "$server" "${lead[@]}" "${PS_ARGS[@]}" "$@"
 	fi
