@@ -52,6 +52,7 @@ expect() {
 	count=$((count + 1))
 	if "$@"; then echo "ok   - $desc"; else echo "FAIL - $desc" && fails=$((fails + 1)); fi
 }
+fails() { ! "$@"; }
 as_user() { "${AS[@]}" env -i PATH="$PATHS" HOME="$T" "$@"; }
 client() { "$R/usr/bin/mariadb" --no-defaults -h127.0.0.1 -P"$PORT" --batch --skip-column-names "$@"; }
 healthy() { as_user bash "$HC" --datadir="$T/data" "$@" >>"$T/hc.log" 2>&1; }
@@ -94,7 +95,14 @@ expect "the entrypoint's PID is now mariadbd" test "$(cat "/proc/$PID/comm")" = 
 expect "mariadbd's environment holds no password" bash -c "! tr '\\0' '\\n' </proc/$PID/environ | grep -qE 'rootpw|apppw|PASSWORD'"
 expect "--galera_online passes as not applicable" healthy --galera_online
 expect "--mariadbupgrade passes" healthy --mariadbupgrade
-expect "a wrong password still counts as connected" bash -c "! client -uroot -pwrong -e 'SELECT 1' 2>/dev/null"
+loaded=1
+for _ in $(seq 60); do healthy --innodb_buffer_pool_loaded && loaded=0 && break; sleep 0.5; done
+expect "--innodb_buffer_pool_loaded passes once the load completed" test "$loaded" = 0
+expect "--replication fails on a server that is not a replica" fails healthy --replication
+printf '[client]\nuser=healthcheck\npassword=wrong\nport=%s\nprotocol=tcp\n' "$PORT" >"$T/wrong.cnf"
+chmod 0644 "$T/wrong.cnf"
+expect "--connect counts an access denied as up" healthy --defaults-file="$T/wrong.cnf" --connect
+expect "--innodb_initialized fails without access" fails healthy --defaults-file="$T/wrong.cnf" --innodb_initialized
 expect "SIGTERM stops the server with status 0" stop
 expect "... after a clean shutdown" grep -q 'Shutdown complete' "$T/first.log"
 

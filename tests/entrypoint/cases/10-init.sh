@@ -78,7 +78,7 @@ expect "MARIADB_HEALTHCHECK_GRANTS reaches the healthcheck user" sql_has "GRANT 
 case_dir initdb
 echo "SELECT 'one';" >"$CASE/initdb/01-one.sql"
 echo "SELECT 'two';" | gzip >"$CASE/initdb/02-two.sql.gz"
-printf 'echo "sourced $MARIADB_DATABASE" >"$FAKE_LOG/03.ran"\n' >"$CASE/initdb/03-sourced.sh"
+printf 'echo "sourced $MARIADB_DATABASE" >"$FAKE_LOG/03.ran"\ndocker_process_sql --dont-use-mysql-root-password <<<"SELECT '"'three'"';"\n' >"$CASE/initdb/03-sourced.sh"
 printf '#!/bin/sh\necho executed >"$FAKE_LOG/04.ran"\n' >"$CASE/initdb/04-exec.sh"
 chmod +x "$CASE/initdb/04-exec.sh"
 echo "SELECT 'five';" | xz >"$CASE/initdb/05-five.sql.xz"
@@ -86,13 +86,15 @@ echo "SELECT 'six';" | zstd -q >"$CASE/initdb/06-six.sql.zst"
 echo "not sql" >"$CASE/initdb/07-notes.txt"
 run "$EP" MARIADB_ROOT_PASSWORD=rootpw MARIADB_DATABASE=shop -- mariadbd
 expect "initdb start succeeds" rc_is 0
-expect "initdb .sql, .sql.gz, .sql.xz, .sql.zst run in order" \
-	test "$(all_sql | grep -o "^SELECT '[a-z]*'" | tr '\n' ' ')" = "SELECT 'one' SELECT 'two' SELECT 'five' SELECT 'six' "
+expect "initdb .sql, .sql.gz, .sh, .sql.xz, .sql.zst run in order" \
+	test "$(all_sql | grep -o "^SELECT '[a-z]*'" | tr '\n' ' ')" = "SELECT 'one' SELECT 'two' SELECT 'three' SELECT 'five' SELECT 'six' "
 expect "initdb non-executable .sh is sourced (sees the script's variables)" has_line "$CASE/log/03.ran" "sourced shop"
 expect "initdb executable .sh is executed" has_line "$CASE/log/04.ran" executed
 expect "initdb ignores other files, saying so" err_has "ignoring $CASE/initdb/07-notes.txt"
 n=$(grep -lF "SELECT 'one'" "$CASE"/log/mariadb.*.sql | head -n 1)
 expect "initdb SQL runs as root with the root password" test "$(cat "${n%.sql}.pwd")" = rootpw
 expect "initdb SQL runs in MARIADB_DATABASE" has_line "${n%.sql}.args" --database=shop
+n=$(grep -lF "SELECT 'three'" "$CASE"/log/mariadb.*.sql | head -n 1)
+expect "a sourced .sh can call docker_process_sql --dont-use-mysql-root-password" test "$(cat "${n%.sql}.pwd")" = ""
 rm -f "$CASE"/log/* && run "$EP" MARIADB_ROOT_PASSWORD=rootpw -- mariadbd
 expect "initdb files do not run on the next start" bash -c "! compgen -G '$CASE/log/mariadb.*' >/dev/null"

@@ -185,28 +185,29 @@ page_server_check_args() {
 	done
 }
 
-# mysql_get_config NAME mariadbd ARGS...: the value the server would use.
-mysql_get_config() {
-	local conf=$1
-	shift
-	"$@" --verbose --help 2>/dev/null | awk -v conf="$conf" '$1 == conf && /^[^ \t]/ { sub(/^[^ \t]+[ \t]+/, ""); print; exit }'
-}
-
-# Fails with the server's own message when the configuration is unusable.
+# Reads the server's effective settings once (MARIADB_HELP); fails with the
+# server's own message when the configuration is unusable.
 mysql_check_config() {
-	local out
-	if ! out=$("$@" --verbose --help 2>&1 >/dev/null); then
+	declare -g MARIADB_HELP
+	if ! MARIADB_HELP=$("$@" --verbose --help 2>/dev/null); then
+		local out
+		out=$("$@" --verbose --help 2>&1 >/dev/null) || true
 		mysql_error "$(printf 'mariadbd failed while attempting to check config\n\tcommand was: %s\n\t%s' "$*" "$out")"
 	fi
 }
 
+# mysql_get_config NAME: the value the server would use.
+mysql_get_config() {
+	awk -v conf="$1" '$1 == conf && /^[^ \t]/ { sub(/^[^ \t]+[ \t]+/, ""); print; exit }' <<<"$MARIADB_HELP"
+}
+
 docker_setup_env() {
 	declare -g DATADIR SOCKET PORT DATABASE_ALREADY_EXISTS=
-	DATADIR=$(mysql_get_config datadir "$@")
-	SOCKET=$(mysql_get_config socket "$@")
-	PORT=$(mysql_get_config port "$@")
+	DATADIR=$(mysql_get_config datadir)
+	SOCKET=$(mysql_get_config socket)
+	PORT=$(mysql_get_config port)
 	DATADIR=${DATADIR%/}
-	[ -n "$DATADIR" ] || mysql_error "could not read the datadir from '$* --verbose --help'"
+	[ -n "$DATADIR" ] || mysql_error "could not read the datadir from the server's --verbose --help output"
 	[ ! -d "$DATADIR/mysql" ] || DATABASE_ALREADY_EXISTS=true
 }
 
@@ -259,21 +260,24 @@ random_password() {
 	printf '%s' "${raw:0:32}"
 }
 
-# SQL string literal body: backslash, newline and quote escaped.
-sql_escape() {
+# SQL string literal body: backslash, newline and quote escaped (the
+# official image's name, for initdb scripts that call it).
+docker_sql_escape_string_literal() {
 	local s=${1//\\/\\\\}
 	s=${s//$'\n'/\\n}
 	printf '%s' "${s//\'/\\\'}"
 }
 
 # docker_process_sql [--no-root-password] [client args]: runs SQL from stdin
-# as root over the socket of the temporary server.
+# as root over the socket of the temporary server, in MARIADB_DATABASE unless
+# the arguments name another. Initdb scripts written for the official image
+# call it too, with its --dont-use-mysql-root-password.
 docker_process_sql() {
 	local pwd=${MARIADB_ROOT_PASSWORD:-}
-	if [ "${1:-}" = --no-root-password ]; then
-		pwd=
-		shift
-	fi
+	case ${1:-} in
+	--no-root-password | --dont-use-mysql-root-password) pwd= && shift ;;
+	esac
+	[ -z "${MARIADB_DATABASE:-}" ] || set -- --database="$MARIADB_DATABASE" "$@"
 	MYSQL_PWD=$pwd mariadb --no-defaults --protocol=socket --socket="$SOCKET" -uroot -hlocalhost "$@"
 }
 
@@ -326,7 +330,7 @@ docker_temp_server_stop() {
 # SQL that creates the healthcheck accounts with password $1.
 healthcheck_users_sql() {
 	local h pw
-	pw=$(sql_escape "$1")
+	pw=$(docker_sql_escape_string_literal "$1")
 	for h in 127.0.0.1 ::1 localhost; do
 		printf "CREATE OR REPLACE USER healthcheck@'%s' IDENTIFIED BY '%s';\n" "$h" "$pw"
 		printf "GRANT %s ON *.* TO healthcheck@'%s';\n" "$MARIADB_HEALTHCHECK_GRANTS" "$h"
@@ -346,12 +350,12 @@ write_healthcheck_cnf() {
 # user, from the variables.
 accounts_sql() {
 	local host auth=''
-	host=$(sql_escape "$MARIADB_ROOT_HOST")
+	host=$(docker_sql_escape_string_literal "$MARIADB_ROOT_HOST")
 	if [ -n "$MARIADB_ROOT_PASSWORD_HASH" ]; then
-		auth=" IDENTIFIED BY PASSWORD '$(sql_escape "$MARIADB_ROOT_PASSWORD_HASH")'"
+		auth=" IDENTIFIED BY PASSWORD '$(docker_sql_escape_string_literal "$MARIADB_ROOT_PASSWORD_HASH")'"
 	elif [ -n "$MARIADB_ROOT_PASSWORD" ]; then
-		auth=" IDENTIFIED BY '$(sql_escape "$MARIADB_ROOT_PASSWORD")'"
-		printf "SET PASSWORD FOR 'root'@'localhost'= PASSWORD('%s');\n" "$(sql_escape "$MARIADB_ROOT_PASSWORD")"
+		auth=" IDENTIFIED BY '$(docker_sql_escape_string_literal "$MARIADB_ROOT_PASSWORD")'"
+		printf "SET PASSWORD FOR 'root'@'localhost'= PASSWORD('%s');\n" "$(docker_sql_escape_string_literal "$MARIADB_ROOT_PASSWORD")"
 	fi
 	if [ -n "$MARIADB_ROOT_HOST" ] && [ "$MARIADB_ROOT_HOST" != localhost ]; then
 		printf "CREATE USER 'root'@'%s'%s;\n" "$host" "$auth"
@@ -362,11 +366,11 @@ accounts_sql() {
 	[ -z "$MARIADB_DATABASE" ] || printf "CREATE DATABASE IF NOT EXISTS \`%s\`;\n" "$db"
 	if [ -n "$MARIADB_USER" ]; then
 		local user uauth
-		user=$(sql_escape "$MARIADB_USER")
+		user=$(docker_sql_escape_string_literal "$MARIADB_USER")
 		if [ -n "$MARIADB_PASSWORD_HASH" ]; then
-			uauth="IDENTIFIED BY PASSWORD '$(sql_escape "$MARIADB_PASSWORD_HASH")'"
+			uauth="IDENTIFIED BY PASSWORD '$(docker_sql_escape_string_literal "$MARIADB_PASSWORD_HASH")'"
 		else
-			uauth="IDENTIFIED BY '$(sql_escape "$MARIADB_PASSWORD")'"
+			uauth="IDENTIFIED BY '$(docker_sql_escape_string_literal "$MARIADB_PASSWORD")'"
 		fi
 		printf "CREATE USER '%s'@'%%' %s;\n" "$user" "$uauth"
 		[ -z "$MARIADB_DATABASE" ] || printf "GRANT ALL ON \`%s\`.* TO '%s'@'%%';\n" "$db" "$user"
@@ -406,8 +410,6 @@ docker_setup_db() {
 # sourced), .sql, .sql.gz, .sql.xz, .sql.zst.
 docker_process_init_files() {
 	local f
-	local -a db=()
-	[ -z "$MARIADB_DATABASE" ] || db=(--database="$MARIADB_DATABASE")
 	echo
 	for f; do
 		case $f in
@@ -421,10 +423,10 @@ docker_process_init_files() {
 				. "$f"
 			fi
 			;;
-		*.sql) mysql_note "$0: running $f" && docker_process_sql "${db[@]}" <"$f" ;;
-		*.sql.gz) mysql_note "$0: running $f" && gzip -dc "$f" | docker_process_sql "${db[@]}" ;;
-		*.sql.xz) mysql_note "$0: running $f" && xz -dc "$f" | docker_process_sql "${db[@]}" ;;
-		*.sql.zst) mysql_note "$0: running $f" && zstd -dc "$f" | docker_process_sql "${db[@]}" ;;
+		*.sql) mysql_note "$0: running $f" && docker_process_sql <"$f" ;;
+		*.sql.gz) mysql_note "$0: running $f" && gzip -dc "$f" | docker_process_sql ;;
+		*.sql.xz) mysql_note "$0: running $f" && xz -dc "$f" | docker_process_sql ;;
+		*.sql.zst) mysql_note "$0: running $f" && zstd -dc "$f" | docker_process_sql ;;
 		*) mysql_warn "$0: ignoring $f (not .sh, .sql, .sql.gz, .sql.xz or .sql.zst)" ;;
 		esac
 	done
@@ -447,7 +449,7 @@ docker_init_new_datadir() {
 		mysql_note "Setting root@localhost password hash"
 		docker_process_sql --no-root-password --binary-mode <<-EOSQL
 			SET @@SESSION.SQL_LOG_BIN=0;
-			SET PASSWORD FOR 'root'@'localhost'= '$(sql_escape "$MARIADB_ROOT_PASSWORD_HASH")';
+			SET PASSWORD FOR 'root'@'localhost'= '$(docker_sql_escape_string_literal "$MARIADB_ROOT_PASSWORD_HASH")';
 		EOSQL
 	fi
 	mysql_note "Stopping temporary server"
@@ -564,7 +566,7 @@ _main() {
 	page_server_config
 	page_server_check_args "$@"
 	mysql_check_config "$@"
-	docker_setup_env "$@"
+	docker_setup_env
 	if [ "$(id -u)" = 0 ]; then
 		docker_drop_root "$@"
 	fi

@@ -154,7 +154,10 @@ check_replication() {
 	local stmt='SHOW REPLICA STATUS' s n v
 	[ -z "${repl[all]:-}" ] || stmt='SHOW ALL REPLICAS STATUS'
 	[ -z "${repl[name]:-}" ] || stmt="SHOW REPLICA '${repl[name]//\'/\'\'}' STATUS"
-	s=$(client -e "$stmt\\G")
+	if ! s=$(client -e "$stmt\\G"); then
+		echo "replication: $stmt failed; the healthcheck user needs REPLICA MONITOR (MARIADB_HEALTHCHECK_GRANTS)" >&2
+		return 1
+	fi
 	[ -n "$s" ] || { echo "replication: this server is not a replica" >&2 && return 1; }
 	while IFS=: read -r n v; do
 		n=${n//[[:space:]]/} v=${v#"${v%%[![:space:]]*}"}
