@@ -118,6 +118,38 @@ expect "MARIADB_AUTO_UPGRADE backed up the system tables" bash -c "zstd -dc '$T/
 expect "... and upgraded them" grep -q '^10\.11\.' "$T/data/mysql_upgrade_info"
 stop
 
+# Started as root: the entrypoint hands a new datadir to mysql and runs the
+# server as mysql. The user exists only in this test's mount namespace,
+# whose /etc/passwd and /etc/group are copies with it added.
+root_start() {
+	cp /etc/passwd "$T/passwd" && echo 'mysql:x:59999:59999::/nonexistent:/usr/sbin/nologin' >>"$T/passwd"
+	cp /etc/group "$T/group" && echo 'mysql:x:59999:' >>"$T/group"
+	SERVER[2]=--datadir="$T/data-root"
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	unshare --mount --propagation private bash -c \
+		'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && exec "$@"' \
+		_ "$T/passwd" "$T/group" env -i PATH="$PATHS" HOME=/root MARIADB_ROOT_PASSWORD=rootpw MARIADB_DATABASE=shop \
+		MPSI_INITDB_DIR="$T/initdb" bash "$EP" "${SERVER[@]}" >"$T/root.log" 2>&1 &
+	PID=$!
+	local _
+	for _ in $(seq 240); do
+		env PATH="$PATHS" bash "$HC" --datadir="$T/data-root" --connect --innodb_initialized 2>/dev/null && return 0
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.5
+	done
+	echo "FAIL - the server started as root did not become healthy; its log:" && tail -n 30 "$T/root.log"
+	exit 1
+}
+if [ "$(id -u)" = 0 ]; then
+	root_start
+	expect "started as root, the server runs as mysql" test "$(awk '/^Uid:/ { print $2 }' "/proc/$PID/status")" = 59999
+	expect "... and the entrypoint handed the datadir to mysql" test "$(stat -c %u "$T/data-root/mysql")" = 59999
+	expect "... and .my-healthcheck.cnf is mysql's" test "$(stat -c %u:%a "$T/data-root/.my-healthcheck.cnf")" = 59999:600
+	expect "... and SIGTERM stops it cleanly" stop
+else
+	echo "SKIP - the root start (needs root for its own mount namespace)"
+fi
+
 # The option-file parser reads the API key from the pipe on descriptor 3.
 out=$(bash -c '. "$1"; PS_ARGS=(); PS_KEY=tok-123; docker_exec_server "$2/usr/sbin/mariadbd" --print-defaults' _ "$EP" "$R")
 expect "mariadbd reads --defaults-extra-file=/dev/fd/3 (the API key)" grep -q -- '--innodb-safekeeper-api-key=tok-123' <<<"$out"
