@@ -118,6 +118,14 @@ expect "MARIADB_AUTO_UPGRADE backed up the system tables" bash -c "zstd -dc '$T/
 expect "... and upgraded them" grep -q '^10\.11\.' "$T/data/mysql_upgrade_info"
 stop
 
+# As another uid, directories it cannot write stop the container early.
+refused() {
+	as_user MARIADB_ROOT_PASSWORD=x bash "$EP" "${SERVER[@]}" "$1" >"$T/refused.log" 2>&1 && return 1
+	grep -q "$2 is not writable by uid" "$T/refused.log"
+}
+expect "a datadir the uid cannot write is refused, naming it" refused --datadir=/etc "The datadir /etc"
+expect "a socket directory the uid cannot write is refused, naming it" refused --socket=/etc/t.sock "The socket directory /etc"
+
 # Started as root: the entrypoint hands a new datadir to mysql and runs the
 # server as mysql. The user exists only in this test's mount namespace,
 # whose /etc/passwd and /etc/group are copies with it added.

@@ -571,6 +571,9 @@ _main() {
 		docker_drop_root "$@"
 	fi
 	[ -w "$DATADIR" ] || [ ! -e "$DATADIR" ] || mysql_error "The datadir $DATADIR is not writable by uid $(id -u); chown it to that uid or start the container as root"
+	local sockdir
+	sockdir=$(dirname "${SOCKET:-/run/mysqld/mysqld.sock}")
+	[ -w "$sockdir" ] || [ ! -e "$sockdir" ] || mysql_error "The socket directory $sockdir is not writable by uid $(id -u); mount a writable directory there or start the container as root"
 	if [ -z "$DATABASE_ALREADY_EXISTS" ]; then
 		docker_init_new_datadir "$@"
 	elif docker_upgrade_needed "$1"; then
