@@ -73,5 +73,5 @@ fn entrypoint_with_real_mariadb() {
         "{} has no usr/sbin/mariadbd",
         dir.display()
     );
-    run_suite("real-server.sh", &[("MARIADB_ROOT", &dir)]);
+    run_suite("real-server.sh", &[("MARIADB_ROOT", dir.as_path())]);
 }
