@@ -3,6 +3,7 @@
 //! helpers): nothing of specs, locks, builds or what the image holds.
 
 pub mod archive;
+pub mod docker;
 pub mod layout;
 
 use crate::model::Image;

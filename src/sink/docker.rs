@@ -1,0 +1,453 @@
+//! A Docker engine as a sink: the docker-archive streams straight into the
+//! Engine API's `POST /images/load`, with no temp file and no `docker` CLI.
+//!
+//! The archive is the one `mpsi export --format docker-archive` writes
+//! (`archive::write_archive`): a thread writes it into a pipe, and the HTTP
+//! body (chunked) is read from the pipe's other end. Transport: blocking
+//! reqwest, which the crate already uses and which (from 0.13) connects over
+//! a unix socket too, so no second HTTP stack and no hand-written client.
+//!
+//! zstd layers: engines before Docker 23 (API 1.42) cannot read them. For
+//! those the archive carries the zstd layers decompressed to plain tar
+//! (their diff_ids are unchanged, being digests of the plain tar) in
+//! Docker's manifest.json form only. Newer engines get the layers as they
+//! are.
+
+use super::Sink;
+use super::archive::{ArchiveFormat, ZstdLayers, write_archive};
+use crate::model::Image;
+use crate::progress::Reporter;
+use anyhow::{Context, Result, anyhow, bail};
+use reqwest::blocking::{Body, Client, Response};
+use serde::Serialize;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where Docker listens when DOCKER_HOST is unset.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// The first Engine API version of Docker 23, the first that reads zstd.
+const ZSTD_API: (u32, u32) = (1, 42);
+
+/// How long the version handshake and the image lookup may take; the load
+/// itself has no overall limit (a large image on a slow disk takes long).
+const SHORT_REQUEST: Duration = Duration::from_secs(30);
+
+/// A Docker engine's address, as DOCKER_HOST spells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    /// `host:port`, plain HTTP.
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// Parses `unix:///PATH` or `tcp://HOST[:PORT]`; None or "" is the
+    /// default socket.
+    pub fn parse(host: Option<&str>) -> Result<Endpoint> {
+        let host = host.unwrap_or("").trim();
+        if host.is_empty() {
+            return Ok(Endpoint::Unix(DEFAULT_SOCKET.into()));
+        }
+        if let Some(path) = host.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Ok(Endpoint::Unix(DEFAULT_SOCKET.into()));
+            }
+            return Ok(Endpoint::Unix(path.into()));
+        }
+        if let Some(addr) = host.strip_prefix("tcp://") {
+            let addr = addr.trim_end_matches('/');
+            if addr.is_empty() || addr.contains('/') {
+                bail!("DOCKER_HOST={host:?}: expected tcp://HOST:PORT");
+            }
+            // Docker's own default port for plain HTTP.
+            let has_port = addr.rsplit_once(':').is_some_and(|(h, p)| {
+                !h.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+            });
+            return Ok(Endpoint::Tcp(if has_port {
+                addr.to_string()
+            } else {
+                format!("{addr}:2375")
+            }));
+        }
+        bail!(
+            "DOCKER_HOST={host:?} is not supported by mpsi load: use unix:///PATH or \
+             tcp://HOST:PORT, or write an archive with `mpsi export --format docker-archive -o - | docker load`"
+        )
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// No engine answered the handshake.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no Docker engine answers at {endpoint} ({cause}).\n  Start one (`sudo dockerd`, or \
+     `sudo systemctl start docker`), or set DOCKER_HOST to a running engine \
+     (unix:///PATH or tcp://HOST:PORT);\n  or write an archive instead: \
+     `mpsi export --format docker-archive -o FILE`, then `docker load -i FILE` where an engine runs"
+)]
+pub struct NoEngine {
+    pub endpoint: String,
+    pub cause: String,
+}
+
+pub struct DockerSink {
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadReport {
+    pub engine: String,
+    pub api_version: String,
+    /// Names the engine reported loading (`mpsi-test/fixture:v1`).
+    pub loaded: Vec<String>,
+    /// The engine's image ID (the config digest).
+    pub image_id: String,
+    pub manifest_digest: String,
+    /// zstd layers sent as plain tar because the engine cannot read zstd.
+    pub layers_decompressed: usize,
+    /// Archive bytes sent to the engine.
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl Sink for DockerSink {
+    type Report = LoadReport;
+
+    fn send(&mut self, image: &Image, reporter: &dyn Reporter) -> Result<LoadReport> {
+        let start = Instant::now();
+        let engine = Engine::connect(&self.endpoint)?;
+        let api = engine.ping()?;
+        let zstd = if api_at_least(&api, ZSTD_API) {
+            ZstdLayers::Keep
+        } else {
+            ZstdLayers::Decompress
+        };
+        let decompressed = match zstd {
+            ZstdLayers::Keep => 0,
+            ZstdLayers::Decompress => image
+                .layers
+                .iter()
+                .filter(|l| l.media_type().ends_with("+zstd"))
+                .count(),
+        };
+        if decompressed > 0 {
+            reporter.note(&format!(
+                "the engine (API {api}) cannot read zstd: sending {decompressed} layer(s) as plain tar"
+            ));
+        }
+        let (loaded, bytes) = engine.load(&api, image, zstd, reporter)?;
+        let image_id = match loaded.iter().find_map(|l| l.strip_prefix("ID: ")) {
+            Some(id) => id.to_string(),
+            None => engine.image_id(&api, loaded.first().context("the engine loaded nothing")?)?,
+        };
+        Ok(LoadReport {
+            engine: self.endpoint.to_string(),
+            api_version: api,
+            loaded: loaded
+                .into_iter()
+                .filter(|l| !l.starts_with("ID: "))
+                .collect(),
+            image_id,
+            manifest_digest: image.manifest_digest(),
+            layers_decompressed: decompressed,
+            bytes,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// `"1.41"` >= (1, 42)?
+fn api_at_least(version: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    v >= (major, minor)
+}
+
+/// One engine: an HTTP client bound to its socket or address.
+struct Engine {
+    client: Client,
+    base: String,
+    endpoint: String,
+}
+
+impl Engine {
+    fn connect(endpoint: &Endpoint) -> Result<Engine> {
+        // reqwest wants a process-wide rustls provider even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let builder = Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            // No whole-request timeout: it would cut a large load short.
+            .timeout(None::<Duration>);
+        let (builder, base) = match endpoint {
+            // The host name is only the Host header: the socket is the address.
+            Endpoint::Unix(path) => (builder.unix_socket(path.clone()), "http://docker".into()),
+            Endpoint::Tcp(addr) => (builder, format!("http://{addr}")),
+        };
+        Ok(Engine {
+            client: builder.build().context("setting up the HTTP client")?,
+            base,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    /// `GET /_ping`: is an engine there, and which API version does it speak?
+    fn ping(&self) -> Result<String> {
+        let resp = self
+            .client
+            .get(format!("{}/_ping", self.base))
+            .timeout(SHORT_REQUEST)
+            .send()
+            .map_err(|e| NoEngine {
+                endpoint: self.endpoint.clone(),
+                cause: root_cause(&e),
+            })?;
+        let resp = check_status(resp, "GET /_ping")?;
+        let api = resp
+            .headers()
+            .get("Api-Version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        api.with_context(|| {
+            format!(
+                "{} answered /_ping without an Api-Version header: is it a Docker engine?",
+                self.endpoint
+            )
+        })
+    }
+
+    /// `POST /images/load` with the archive streamed as the body; returns
+    /// what the engine says it loaded and the bytes sent.
+    fn load(
+        &self,
+        api: &str,
+        image: &Image,
+        zstd: ZstdLayers,
+        reporter: &dyn Reporter,
+    ) -> Result<(Vec<String>, u64)> {
+        let (pipe_r, pipe_w) = io::pipe().context("creating a pipe for the archive")?;
+        let done = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let body = BodyReader {
+            pipe: pipe_r,
+            done: done.clone(),
+        };
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut out = BufWriter::with_capacity(
+                    1 << 20,
+                    Counted {
+                        inner: pipe_w,
+                        count: &sent,
+                    },
+                );
+                write_archive(&mut out, image, ArchiveFormat::DockerArchive, zstd, reporter)?;
+                out.flush()?;
+                // Before the pipe closes: the body may end only when the
+                // archive is whole.
+                done.store(true, Ordering::SeqCst);
+                Ok::<_, anyhow::Error>(())
+            });
+            let reply = self
+                .client
+                .post(format!("{}/v{api}/images/load?quiet=1", self.base))
+                .header("Content-Type", "application/x-tar")
+                .body(Body::new(body))
+                .send();
+            if reply.is_ok() {
+                reporter.note("the engine is unpacking the layers");
+            }
+            let written = writer.join().map_err(|_| anyhow!("the archive writer panicked"))?;
+            // A failed archive (a corrupt blob) is the cause; a broken pipe
+            // only means the engine stopped reading, so its reply says why.
+            match (written, reply) {
+                (Err(e), _) if !is_broken_pipe(&e) => Err(e.context("writing the archive")),
+                (_, Err(e)) => Err(anyhow!(
+                    "sending the image to the engine at {}: {}",
+                    self.endpoint,
+                    root_cause(&e)
+                )),
+                (_, Ok(resp)) => Ok(resp),
+            }
+        })
+        .and_then(|resp| {
+            let resp = check_status(resp, "POST /images/load")?;
+            let loaded = parse_load_reply(resp)?;
+            Ok((loaded, sent.load(Ordering::SeqCst)))
+        })
+    }
+
+    /// The image ID of a loaded name (`GET /images/{name}/json`).
+    fn image_id(&self, api: &str, name: &str) -> Result<String> {
+        let resp = self
+            .client
+            .get(format!("{}/v{api}/images/{name}/json", self.base))
+            .timeout(SHORT_REQUEST)
+            .send()
+            .with_context(|| format!("asking the engine about {name}"))?;
+        let resp = check_status(resp, "GET /images/{name}/json")?;
+        let info: serde_json::Value = serde_json::from_reader(resp)
+            .context("reading the engine's image description")?;
+        info["Id"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("the engine describes {name} without an Id"))
+    }
+}
+
+/// A non-2xx reply is an error with the engine's own message.
+fn check_status(resp: Response, what: &str) -> Result<Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = resp.text().unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or(text);
+    bail!("the Docker engine refused {what}: {status}: {}", message.trim())
+}
+
+/// Reads the JSON-lines reply of a load: `{"stream":"Loaded image: N\n"}`
+/// per name (`Loaded image ID: sha256:...` when unnamed), progress lines,
+/// and on failure `{"errorDetail":{..},"error":".."}`, in-band after a 200.
+/// Returns the names, and `ID: <id>` for an unnamed load.
+fn parse_load_reply(resp: impl Read) -> Result<Vec<String>> {
+    let mut loaded = Vec::new();
+    let lines = serde_json::Deserializer::from_reader(resp).into_iter::<serde_json::Value>();
+    for line in lines {
+        let line = line.context("reading the engine's reply to the load")?;
+        let error = line["errorDetail"]["message"]
+            .as_str()
+            .or_else(|| line["error"].as_str());
+        if let Some(e) = error {
+            bail!("the Docker engine failed to load the image: {e}");
+        }
+        if let Some(text) = line["stream"].as_str() {
+            for l in text.lines() {
+                if let Some(id) = l.strip_prefix("Loaded image ID: ") {
+                    loaded.push(format!("ID: {}", id.trim()));
+                } else if let Some(name) = l.strip_prefix("Loaded image: ") {
+                    loaded.push(name.trim().to_string());
+                }
+            }
+        }
+    }
+    if loaded.is_empty() {
+        bail!("the Docker engine's reply to the load named no image");
+    }
+    Ok(loaded)
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The request body: the pipe's read end. At end of stream it checks that
+/// the writer finished the archive; if not, the read fails, so the request
+/// is cut off instead of ending as if the archive were whole.
+struct BodyReader {
+    pipe: io::PipeReader,
+    done: Arc<AtomicBool>,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.pipe.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.done.load(Ordering::SeqCst) {
+            return Err(io::Error::other("the archive was not written to its end"));
+        }
+        Ok(n)
+    }
+}
+
+struct Counted<'a, W> {
+    inner: W,
+    count: &'a AtomicU64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_like_docker_host() {
+        let unix = |p: &str| Endpoint::Unix(p.into());
+        assert_eq!(Endpoint::parse(None).unwrap(), unix(DEFAULT_SOCKET));
+        assert_eq!(Endpoint::parse(Some("")).unwrap(), unix(DEFAULT_SOCKET));
+        assert_eq!(
+            Endpoint::parse(Some("unix:///tmp/d.sock")).unwrap(),
+            unix("/tmp/d.sock")
+        );
+        assert_eq!(
+            Endpoint::parse(Some("tcp://127.0.0.1:2375")).unwrap(),
+            Endpoint::Tcp("127.0.0.1:2375".into())
+        );
+        assert_eq!(
+            Endpoint::parse(Some("tcp://localhost")).unwrap(),
+            Endpoint::Tcp("localhost:2375".into())
+        );
+        let e = Endpoint::parse(Some("ssh://me@host")).unwrap_err();
+        assert!(e.to_string().contains("mpsi export"), "{e}");
+    }
+
+    #[test]
+    fn api_versions_compare_numerically() {
+        assert!(!api_at_least("1.41", ZSTD_API));
+        assert!(api_at_least("1.42", ZSTD_API));
+        assert!(api_at_least("1.100", ZSTD_API));
+        assert!(api_at_least("2.0", ZSTD_API));
+    }
+
+    #[test]
+    fn load_replies_give_names_ids_and_in_band_errors() {
+        let ok = br#"{"stream":"Loaded image: mpsi-test/fixture:v1\n"}
+{"stream":"Loaded image: other:2\n"}"#;
+        assert_eq!(
+            parse_load_reply(&ok[..]).unwrap(),
+            ["mpsi-test/fixture:v1", "other:2"]
+        );
+        let id = br#"{"stream":"Loaded image ID: sha256:abc\n"}"#;
+        assert_eq!(parse_load_reply(&id[..]).unwrap(), ["ID: sha256:abc"]);
+        let bad = br#"{"status":"Loading layer","progressDetail":{},"id":"1"}
+{"errorDetail":{"message":"invalid diffID for layer 0"},"error":"invalid diffID for layer 0"}"#;
+        let e = parse_load_reply(&bad[..]).unwrap_err().to_string();
+        assert!(e.contains("invalid diffID for layer 0"), "{e}");
+        assert!(parse_load_reply(&b""[..]).is_err());
+    }
+}
