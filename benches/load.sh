@@ -14,7 +14,7 @@
 # a third column times the whole file route `mpsi export -o FILE && docker
 # load -i FILE`, which is what `mpsi load` replaces.
 set -euo pipefail
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-7}
 MB=${MB:-100}
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/mpsi-load-bench.XXXXXX")
@@ -65,19 +65,25 @@ for img in small big; do
   "$MPSI" export --format docker-archive -o "$work/$img.tar" -l "$work/$img-oci" > /dev/null
   name="mpsi-bench/$img:$salt"
   echo "$img: archive $(stat -c %s "$work/$img.tar") bytes"
-  for _ in $(seq 1 "$RUNS"); do
-    docker rmi -f "$name" > /dev/null 2>&1 || true
-    t0=$(now); "$MPSI" load -l "$work/$img-oci" > /dev/null; t1=$(now)
-    times[$img,mpsi]+="$(python3 -c "print($t1 - $t0)") "
-    docker rmi -f "$name" > /dev/null
-    t0=$(now); docker load -q -i "$work/$img.tar" > /dev/null; t1=$(now)
-    times[$img,docker]+="$(python3 -c "print($t1 - $t0)") "
-    docker rmi -f "$name" > /dev/null
-    t0=$(now)
-    "$MPSI" export --format docker-archive -o "$work/again.tar" -l "$work/$img-oci" > /dev/null
-    docker load -q -i "$work/again.tar" > /dev/null; t1=$(now)
-    rm -f "$work/again.tar"
-    times[$img,file]+="$(python3 -c "print($t1 - $t0)") "
+  for run in $(seq 1 "$RUNS"); do
+    # Alternate which tool goes first, so neither always follows the same
+    # removal; sync so no run pays for the previous one's writes.
+    order="mpsi docker file"; [ $((run % 2)) = 0 ] && order="docker file mpsi"
+    for tool in $order; do
+      docker rmi -f "$name" > /dev/null 2>&1 || true
+      sync
+      t0=$(now)
+      case $tool in
+        mpsi) "$MPSI" load -l "$work/$img-oci" > /dev/null ;;
+        docker) docker load -q -i "$work/$img.tar" > /dev/null ;;
+        file)
+          "$MPSI" export --format docker-archive -o "$work/again.tar" -l "$work/$img-oci" > /dev/null
+          docker load -q -i "$work/again.tar" > /dev/null ;;
+      esac
+      t1=$(now)
+      rm -f "$work/again.tar"
+      times[$img,$tool]+="$(python3 -c "print($t1 - $t0)") "
+    done
   done
   docker rmi -f "$name" > /dev/null
 done

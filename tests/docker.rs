@@ -154,7 +154,10 @@ fn mpsi_load_puts_the_image_in_the_engine_with_our_diff_ids() {
     let info = inspect(&host, &name);
     assert_eq!(info["RepoTags"], serde_json::json!([name]));
     assert_eq!(info["Id"], report["config_digest"]);
-    assert_eq!(info["RootFS"]["Layers"].as_array().unwrap(), &diff_ids(&report));
+    assert_eq!(
+        info["RootFS"]["Layers"].as_array().unwrap(),
+        &diff_ids(&report)
+    );
     run_ok(docker(&host).args(["rmi", &name]));
 
     // --json: the report of the same load, loaded again.
@@ -271,7 +274,9 @@ fn zstd_layers_load_into_any_engine() {
             .args(["--compression", "zstd", "--json"]),
     ));
     let r = json(&run_ok(
-        mpsi_at(&store, &host).args(["load", "--json", "-l"]).arg(&layout),
+        mpsi_at(&store, &host)
+            .args(["load", "--json", "-l"])
+            .arg(&layout),
     ));
     let api = r["api_version"].as_str().unwrap().to_string();
     let (major, minor) = api.split_once('.').unwrap();
@@ -280,12 +285,17 @@ fn zstd_layers_load_into_any_engine() {
     assert_eq!(r["layers_decompressed"], expected, "engine API {api}: {r}");
     let name = format!("mpsi-test/hello:{tag}");
     assert_eq!(
-        inspect(&host, &name)["RootFS"]["Layers"].as_array().unwrap(),
+        inspect(&host, &name)["RootFS"]["Layers"]
+            .as_array()
+            .unwrap(),
         &diff_ids(&report)
     );
     assert_eq!(run_container(&host, &name), format!("{message}\n"));
     run_ok(docker(&host).args(["rmi", &name]));
-    eprintln!("engine API {api}: zstd layers decompressed: {}", r["layers_decompressed"]);
+    eprintln!(
+        "engine API {api}: zstd layers decompressed: {}",
+        r["layers_decompressed"]
+    );
 }
 
 /// No engine: exit 1 and a message that says how to get one, or what to

@@ -89,7 +89,10 @@ impl<W: Write> Sink for ArchiveSink<W> {
 }
 
 fn blob_name(digest: &str) -> Result<String> {
-    Ok(format!("blobs/sha256/{}", crate::model::digest::hex_of(digest)?))
+    Ok(format!(
+        "blobs/sha256/{}",
+        crate::model::digest::hex_of(digest)?
+    ))
 }
 
 /// How zstd layers go into a docker-archive.
@@ -158,12 +161,25 @@ pub fn write_archive<W: Write>(
     // (verified when the image was read), layers verified while they stream.
     let mut blobs: Vec<(String, Blob)> = Vec::new();
     if !docker_only {
-        blobs.push((blob_name(&img.manifest_digest())?, Blob::Bytes(&img.manifest_bytes)));
+        blobs.push((
+            blob_name(&img.manifest_digest())?,
+            Blob::Bytes(&img.manifest_bytes),
+        ));
     }
-    blobs.push((blob_name(&img.config_digest())?, Blob::Bytes(&img.config_bytes)));
+    blobs.push((
+        blob_name(&img.config_digest())?,
+        Blob::Bytes(&img.config_bytes),
+    ));
     for l in &img.layers {
         let (name, plain) = layer_blob(l)?;
-        blobs.push((name, if plain { Blob::Plain(l) } else { Blob::Layer(l) }));
+        blobs.push((
+            name,
+            if plain {
+                Blob::Plain(l)
+            } else {
+                Blob::Layer(l)
+            },
+        ));
     }
     blobs.sort_by(|a, b| a.0.cmp(&b.0));
     blobs.dedup_by(|a, b| a.0 == b.0);

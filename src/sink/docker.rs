@@ -2,10 +2,8 @@
 //! Engine API's `POST /images/load`, with no temp file and no `docker` CLI.
 //!
 //! The archive is the one `mpsi export --format docker-archive` writes
-//! (`archive::write_archive`): a thread writes it into a pipe, and the HTTP
-//! body (chunked) is read from the pipe's other end. Transport: blocking
-//! reqwest, which the crate already uses and which (from 0.13) connects over
-//! a unix socket too, so no second HTTP stack and no hand-written client.
+//! (`archive::write_archive`), written straight into the chunked request
+//! body on the socket (`http1`: why a small client of our own, there).
 //!
 //! zstd layers: engines before Docker 23 (API 1.42) cannot read them. For
 //! those the archive carries the zstd layers decompressed to plain tar
@@ -15,15 +13,13 @@
 
 use super::Sink;
 use super::archive::{ArchiveFormat, ZstdLayers, write_archive};
+use super::http1::{self, ChunkedWriter, Response, Stream};
 use crate::model::Image;
 use crate::progress::Reporter;
-use anyhow::{Context, Result, anyhow, bail};
-use reqwest::blocking::{Body, Client, Response};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where Docker listens when DOCKER_HOST is unset.
@@ -32,8 +28,8 @@ pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// The first Engine API version of Docker 23, the first that reads zstd.
 const ZSTD_API: (u32, u32) = (1, 42);
 
-/// How long the version handshake and the image lookup may take; the load
-/// itself has no overall limit (a large image on a slow disk takes long).
+/// How long the engine may take to answer the version handshake and the
+/// image lookup; the load itself has no limit.
 const SHORT_REQUEST: Duration = Duration::from_secs(30);
 
 /// A Docker engine's address, as DOCKER_HOST spells it.
@@ -175,61 +171,61 @@ fn api_at_least(version: &str, (major, minor): (u32, u32)) -> bool {
     v >= (major, minor)
 }
 
-/// One engine: an HTTP client bound to its socket or address.
+/// One engine: where it listens; each request is its own connection.
 struct Engine {
-    client: Client,
-    base: String,
-    endpoint: String,
+    endpoint: Endpoint,
 }
 
 impl Engine {
     fn connect(endpoint: &Endpoint) -> Result<Engine> {
-        // reqwest wants a process-wide rustls provider even for plain HTTP.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let builder = Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(10))
-            // No whole-request timeout: it would cut a large load short.
-            .timeout(None::<Duration>);
-        let (builder, base) = match endpoint {
-            // The host name is only the Host header: the socket is the address.
-            Endpoint::Unix(path) => (builder.unix_socket(path.clone()), "http://docker".into()),
-            Endpoint::Tcp(addr) => (builder, format!("http://{addr}")),
-        };
         Ok(Engine {
-            client: builder.build().context("setting up the HTTP client")?,
-            base,
-            endpoint: endpoint.to_string(),
+            endpoint: endpoint.clone(),
         })
+    }
+
+    fn open(&self) -> io::Result<Stream> {
+        match &self.endpoint {
+            Endpoint::Unix(path) => Stream::unix(path),
+            Endpoint::Tcp(addr) => Stream::tcp(addr, Duration::from_secs(10)),
+        }
+    }
+
+    /// The Host header: for a socket, only a name (the socket is the address).
+    fn host(&self) -> &str {
+        match &self.endpoint {
+            Endpoint::Unix(_) => "docker",
+            Endpoint::Tcp(addr) => addr,
+        }
+    }
+
+    /// A GET whose reply must come within `SHORT_REQUEST`.
+    fn get(&self, path: &str) -> Result<Response> {
+        let mut s = self.open().map_err(|e| NoEngine {
+            endpoint: self.endpoint.to_string(),
+            cause: e.to_string(),
+        })?;
+        s.set_read_timeout(Some(SHORT_REQUEST))?;
+        let what = || format!("GET {path} from the engine at {}", self.endpoint);
+        http1::write_head(&mut s, "GET", self.host(), path, &[], false).with_context(what)?;
+        http1::read_response(s).with_context(what)
     }
 
     /// `GET /_ping`: is an engine there, and which API version does it speak?
     fn ping(&self) -> Result<String> {
-        let resp = self
-            .client
-            .get(format!("{}/_ping", self.base))
-            .timeout(SHORT_REQUEST)
-            .send()
-            .map_err(|e| NoEngine {
-                endpoint: self.endpoint.clone(),
-                cause: root_cause(&e),
-            })?;
-        let resp = check_status(resp, "GET /_ping")?;
-        let api = resp
-            .headers()
-            .get("Api-Version")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        api.with_context(|| {
-            format!(
-                "{} answered /_ping without an Api-Version header: is it a Docker engine?",
-                self.endpoint
-            )
-        })
+        let resp = check_status(self.get("/_ping")?, "GET /_ping")?;
+        resp.header("Api-Version")
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "{} answered /_ping without an Api-Version header: is it a Docker engine?",
+                    self.endpoint
+                )
+            })
     }
 
-    /// `POST /images/load` with the archive streamed as the body; returns
-    /// what the engine says it loaded and the bytes sent.
+    /// `POST /images/load` with the archive written straight into the
+    /// request body; returns what the engine says it loaded and the bytes
+    /// sent. No overall time limit: a large image on a slow disk takes long.
     fn load(
         &self,
         api: &str,
@@ -237,69 +233,44 @@ impl Engine {
         zstd: ZstdLayers,
         reporter: &dyn Reporter,
     ) -> Result<(Vec<String>, u64)> {
-        let (pipe_r, pipe_w) = io::pipe().context("creating a pipe for the archive")?;
-        let done = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let body = BodyReader {
-            pipe: pipe_r,
-            done: done.clone(),
+        let mut s = self.open().map_err(|e| NoEngine {
+            endpoint: self.endpoint.to_string(),
+            cause: e.to_string(),
+        })?;
+        let path = format!("/v{api}/images/load?quiet=1");
+        let headers = [("Content-Type", "application/x-tar")];
+        http1::write_head(&mut s, "POST", self.host(), &path, &headers, true)
+            .with_context(|| format!("sending the load request to {}", self.endpoint))?;
+        let mut body = ChunkedWriter::new(&mut s);
+        let written = write_archive(
+            &mut body,
+            image,
+            ArchiveFormat::DockerArchive,
+            zstd,
+            reporter,
+        )
+        .and_then(|()| Ok(body.finish()?.1));
+        let sent = match written {
+            Ok(sent) => sent,
+            // The engine stopped reading: its reply says why.
+            Err(e) if is_closed(&e) => 0,
+            // A failed archive (a corrupt blob): the body stays unfinished,
+            // so the engine discards what it got.
+            Err(e) => return Err(e.context("writing the archive")),
         };
-        std::thread::scope(|s| {
-            let writer = s.spawn(|| {
-                let mut out = BufWriter::with_capacity(
-                    1 << 20,
-                    Counted {
-                        inner: pipe_w,
-                        count: &sent,
-                    },
-                );
-                write_archive(&mut out, image, ArchiveFormat::DockerArchive, zstd, reporter)?;
-                out.flush()?;
-                // Before the pipe closes: the body may end only when the
-                // archive is whole.
-                done.store(true, Ordering::SeqCst);
-                Ok::<_, anyhow::Error>(())
-            });
-            let reply = self
-                .client
-                .post(format!("{}/v{api}/images/load?quiet=1", self.base))
-                .header("Content-Type", "application/x-tar")
-                .body(Body::new(body))
-                .send();
-            if reply.is_ok() {
-                reporter.note("the engine is unpacking the layers");
-            }
-            let written = writer.join().map_err(|_| anyhow!("the archive writer panicked"))?;
-            // A failed archive (a corrupt blob) is the cause; a broken pipe
-            // only means the engine stopped reading, so its reply says why.
-            match (written, reply) {
-                (Err(e), _) if !is_broken_pipe(&e) => Err(e.context("writing the archive")),
-                (_, Err(e)) => Err(anyhow!(
-                    "sending the image to the engine at {}: {}",
-                    self.endpoint,
-                    root_cause(&e)
-                )),
-                (_, Ok(resp)) => Ok(resp),
-            }
-        })
-        .and_then(|resp| {
-            let resp = check_status(resp, "POST /images/load")?;
-            let loaded = parse_load_reply(resp)?;
-            Ok((loaded, sent.load(Ordering::SeqCst)))
-        })
+        reporter.note("the engine is unpacking the layers");
+        let resp = http1::read_response(s)
+            .with_context(|| format!("reading the reply of the engine at {}", self.endpoint))?;
+        let loaded = parse_load_reply(check_status(resp, "POST /images/load")?.body)?;
+        Ok((loaded, sent))
     }
 
     /// The image ID of a loaded name (`GET /images/{name}/json`).
     fn image_id(&self, api: &str, name: &str) -> Result<String> {
-        let resp = self
-            .client
-            .get(format!("{}/v{api}/images/{name}/json", self.base))
-            .timeout(SHORT_REQUEST)
-            .send()
-            .with_context(|| format!("asking the engine about {name}"))?;
+        let resp = self.get(&format!("/v{api}/images/{name}/json"))?;
         let resp = check_status(resp, "GET /images/{name}/json")?;
-        let info: serde_json::Value = serde_json::from_reader(resp)
-            .context("reading the engine's image description")?;
+        let info: serde_json::Value =
+            serde_json::from_reader(resp.body).context("reading the engine's image description")?;
         info["Id"]
             .as_str()
             .map(str::to_string)
@@ -309,16 +280,19 @@ impl Engine {
 
 /// A non-2xx reply is an error with the engine's own message.
 fn check_status(resp: Response, what: &str) -> Result<Response> {
-    let status = resp.status();
-    if status.is_success() {
+    if (200..300).contains(&resp.status) {
         return Ok(resp);
     }
+    let status = format!("{} {}", resp.status, resp.reason);
     let text = resp.text().unwrap_or_default();
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v["message"].as_str().map(str::to_string))
         .unwrap_or(text);
-    bail!("the Docker engine refused {what}: {status}: {}", message.trim())
+    bail!(
+        "the Docker engine refused {what}: {status}: {}",
+        message.trim()
+    )
 }
 
 /// Reads the JSON-lines reply of a load: `{"stream":"Loaded image: N\n"}`
@@ -352,53 +326,16 @@ fn parse_load_reply(resp: impl Read) -> Result<Vec<String>> {
     Ok(loaded)
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
+/// The peer closed the connection while we wrote.
+fn is_closed(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            )
+        })
     })
-}
-
-/// The request body: the pipe's read end. At end of stream it checks that
-/// the writer finished the archive; if not, the read fails, so the request
-/// is cut off instead of ending as if the archive were whole.
-struct BodyReader {
-    pipe: io::PipeReader,
-    done: Arc<AtomicBool>,
-}
-
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.pipe.read(buf)?;
-        if n == 0 && !buf.is_empty() && !self.done.load(Ordering::SeqCst) {
-            return Err(io::Error::other("the archive was not written to its end"));
-        }
-        Ok(n)
-    }
-}
-
-struct Counted<'a, W> {
-    inner: W,
-    count: &'a AtomicU64,
-}
-
-impl<W: Write> Write for Counted<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod docker;
+mod http1;
 pub mod layout;
 
 use crate::model::Image;
