@@ -92,7 +92,9 @@ python3 - "$MB" "${times[small,mpsi]}" "${times[small,docker]}" "${times[small,f
   "${times[big,mpsi]}" "${times[big,docker]}" "${times[big,file]}" <<'PY'
 import statistics, sys
 m = [statistics.median(map(float, a.split())) for a in sys.argv[2:8]]
-print(f"medians of {len(sys.argv[2].split())} runs each")
+print(f"medians of {len(sys.argv[2].split())} runs each; every run (s):")
+for label, a in zip(["fixture mpsi", "fixture docker", "fixture file", "big mpsi", "big docker", "big file"], sys.argv[2:8]):
+    print(f"  {label:>14}: " + " ".join(f"{float(x):.2f}" for x in a.split()))
 for label, (a, b, c) in (("fixture-sized", m[0:3]), (f"~{sys.argv[1]} MB", m[3:6])):
     print(f"{label:>14}: mpsi load {a:.3f} s, docker load -i {b:.3f} s, export+docker load -i {c:.3f} s; "
           f"ratio mpsi/docker-load {a / b:.2f}x (target <= 0.8x), mpsi/export+load {a / c:.2f}x")
