@@ -135,13 +135,6 @@ pub fn write_archive<W: Write>(
     let docker_only = format == ArchiveFormat::DockerArchive
         && zstd == ZstdLayers::Decompress
         && img.layers.iter().any(is_zstd);
-    let layer_blob = |l: &'_ Layer| -> Result<(String, bool)> {
-        if docker_only && is_zstd(l) {
-            Ok((blob_name(&l.diff_id)?, true))
-        } else {
-            Ok((blob_name(&l.digest())?, false))
-        }
-    };
     let mut tar = tar::Builder::new(out);
     if !docker_only {
         add(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -151,38 +144,13 @@ pub fn write_archive<W: Write>(
         let docker = serde_json::json!([{
             "Config": blob_name(&img.config_digest())?,
             "RepoTags": img.name.iter().map(|n| name::familiar_name(n)).collect::<Vec<_>>(),
-            "Layers": img.layers.iter().map(|l| Ok(layer_blob(l)?.0)).collect::<Result<Vec<_>>>()?,
+            "Layers": img.layers.iter().map(|l| Ok(layer_blob(l, docker_only)?.0)).collect::<Result<Vec<_>>>()?,
         }]);
         add(&mut tar, "manifest.json", &serde_json::to_vec(&docker)?)?;
     }
     dir(&mut tar, "blobs/")?;
     dir(&mut tar, "blobs/sha256/")?;
-    // Blobs in name (digest) order; manifest and config from memory
-    // (verified when the image was read), layers verified while they stream.
-    let mut blobs: Vec<(String, Blob)> = Vec::new();
-    if !docker_only {
-        blobs.push((
-            blob_name(&img.manifest_digest())?,
-            Blob::Bytes(&img.manifest_bytes),
-        ));
-    }
-    blobs.push((
-        blob_name(&img.config_digest())?,
-        Blob::Bytes(&img.config_bytes),
-    ));
-    for l in &img.layers {
-        let (name, plain) = layer_blob(l)?;
-        blobs.push((
-            name,
-            if plain {
-                Blob::Plain(l)
-            } else {
-                Blob::Layer(l)
-            },
-        ));
-    }
-    blobs.sort_by(|a, b| a.0.cmp(&b.0));
-    blobs.dedup_by(|a, b| a.0 == b.0);
+    let blobs = blob_entries(img, docker_only)?;
     let task = reporter.task("archive", Some(img.layers_size()), Unit::Bytes);
     for (name, blob) in blobs {
         match blob {
@@ -202,6 +170,34 @@ pub fn write_archive<W: Write>(
     task.finish();
     tar.into_inner()?;
     Ok(())
+}
+
+/// A layer's entry name, and whether it goes in decompressed.
+fn layer_blob(l: &Layer, docker_only: bool) -> Result<(String, bool)> {
+    if docker_only && is_zstd(l) {
+        Ok((blob_name(&l.diff_id)?, true))
+    } else {
+        Ok((blob_name(&l.digest())?, false))
+    }
+}
+
+/// The blob entries in name (digest) order, each once: manifest and config
+/// from memory (verified when the image was read), layers from their files.
+fn blob_entries(img: &Image, docker_only: bool) -> Result<Vec<(String, Blob<'_>)>> {
+    let mut blobs: Vec<(String, Blob)> = Vec::new();
+    if !docker_only {
+        let manifest = Blob::Bytes(&img.manifest_bytes);
+        blobs.push((blob_name(&img.manifest_digest())?, manifest));
+    }
+    let config = Blob::Bytes(&img.config_bytes);
+    blobs.push((blob_name(&img.config_digest())?, config));
+    for l in &img.layers {
+        let (name, plain) = layer_blob(l, docker_only)?;
+        blobs.push((name, if plain { Blob::Plain(l) } else { Blob::Layer(l) }));
+    }
+    blobs.sort_by(|a, b| a.0.cmp(&b.0));
+    blobs.dedup_by(|a, b| a.0 == b.0);
+    Ok(blobs)
 }
 
 /// A zstd layer as plain tar. A tar entry states its size before its
