@@ -505,6 +505,13 @@ fn load(layout: &Path, tag: Option<&str>, json: bool) -> Result<sink::docker::Lo
     let image = oci::Layout::open(layout)?.image(tag)?;
     let host = std::env::var("DOCKER_HOST").ok();
     let endpoint = sink::docker::Endpoint::parse(host.as_deref())?;
+    let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
+    if tls && matches!(endpoint, sink::docker::Endpoint::Tcp(_)) {
+        anyhow::bail!(
+            "DOCKER_TLS_VERIFY is set, but mpsi load speaks plain HTTP only; \
+             use `mpsi export --format docker-archive -o - | docker load` for a TLS engine"
+        );
+    }
     sink::docker::DockerSink { endpoint }.send(&image, reporter(json).as_ref())
 }
 
