@@ -377,7 +377,12 @@ fn an_error_in_the_engines_reply_fails_the_load_with_its_message() {
     );
     // Rewrite config (diff_ids[0] wrong), manifest and index to match.
     let blob = |d: &serde_json::Value| {
-        let d = d.as_str().unwrap().strip_prefix("sha256:").unwrap().to_string();
+        let d = d
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap()
+            .to_string();
         layout.join("blobs/sha256").join(d)
     };
     let mut index = read_json(&layout.join("index.json"));
@@ -391,7 +396,11 @@ fn an_error_in_the_engines_reply_fails_the_load_with_its_message() {
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
     index["manifests"][0]["digest"] = put_blob(&layout, &manifest_bytes).into();
     index["manifests"][0]["size"] = manifest_bytes.len().into();
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
 
     let (code, err) = run_fail(mpsi_at(&store, &host).arg("load").arg("-l").arg(&layout));
     assert_eq!(code, 1, "{err}");
@@ -401,6 +410,9 @@ fn an_error_in_the_engines_reply_fails_the_load_with_its_message() {
         "{err}"
     );
     let name = format!("mpsi-test/fixture:{tag}");
-    let gone = docker(&host).args(["image", "inspect", &name]).output().unwrap();
+    let gone = docker(&host)
+        .args(["image", "inspect", &name])
+        .output()
+        .unwrap();
     assert!(!gone.status.success(), "{name} was loaded anyway");
 }

@@ -123,7 +123,9 @@ impl Sink for DockerSink {
 
     fn send(&mut self, image: &Image, reporter: &dyn Reporter) -> Result<LoadReport> {
         let start = Instant::now();
-        let engine = Engine::connect(&self.endpoint)?;
+        let engine = Engine {
+            endpoint: self.endpoint.clone(),
+        };
         let api = engine.ping()?;
         let zstd = if api_at_least(&api, ZSTD_API) {
             ZstdLayers::Keep
@@ -143,18 +145,16 @@ impl Sink for DockerSink {
                 "the engine (API {api}) cannot read zstd: sending {decompressed} layer(s) as plain tar"
             ));
         }
-        let (loaded, bytes) = engine.load(&api, image, zstd, reporter)?;
-        let image_id = match loaded.iter().find_map(|l| l.strip_prefix("ID: ")) {
-            Some(id) => id.to_string(),
-            None => engine.image_id(&api, loaded.first().context("the engine loaded nothing")?)?,
+        let (Loaded { names, id }, bytes) = engine.load(&api, image, zstd, reporter)?;
+        let image_id = match (id, names.first()) {
+            (Some(id), _) => id,
+            (None, Some(name)) => engine.image_id(&api, name)?,
+            (None, None) => bail!("the Docker engine's reply to the load named no image"),
         };
         Ok(LoadReport {
             engine: self.endpoint.to_string(),
             api_version: api,
-            loaded: loaded
-                .into_iter()
-                .filter(|l| !l.starts_with("ID: "))
-                .collect(),
+            loaded: names,
             image_id,
             manifest_digest: image.manifest_digest(),
             layers_decompressed: decompressed,
@@ -177,12 +177,6 @@ struct Engine {
 }
 
 impl Engine {
-    fn connect(endpoint: &Endpoint) -> Result<Engine> {
-        Ok(Engine {
-            endpoint: endpoint.clone(),
-        })
-    }
-
     fn open(&self) -> io::Result<Stream> {
         match &self.endpoint {
             Endpoint::Unix(path) => Stream::unix(path),
@@ -232,7 +226,7 @@ impl Engine {
         image: &Image,
         zstd: ZstdLayers,
         reporter: &dyn Reporter,
-    ) -> Result<(Vec<String>, u64)> {
+    ) -> Result<(Loaded, u64)> {
         let mut s = self.open().map_err(|e| NoEngine {
             endpoint: self.endpoint.to_string(),
             cause: e.to_string(),
@@ -295,12 +289,22 @@ fn check_status(resp: Response, what: &str) -> Result<Response> {
     )
 }
 
+/// What a load's reply says was loaded.
+#[derive(Debug, PartialEq, Eq)]
+struct Loaded {
+    names: Vec<String>,
+    /// Given only for an image without names (`Loaded image ID: ...`).
+    id: Option<String>,
+}
+
 /// Reads the JSON-lines reply of a load: `{"stream":"Loaded image: N\n"}`
 /// per name (`Loaded image ID: sha256:...` when unnamed), progress lines,
 /// and on failure `{"errorDetail":{..},"error":".."}`, in-band after a 200.
-/// Returns the names, and `ID: <id>` for an unnamed load.
-fn parse_load_reply(resp: impl Read) -> Result<Vec<String>> {
-    let mut loaded = Vec::new();
+fn parse_load_reply(resp: impl Read) -> Result<Loaded> {
+    let mut loaded = Loaded {
+        names: Vec::new(),
+        id: None,
+    };
     let lines = serde_json::Deserializer::from_reader(resp).into_iter::<serde_json::Value>();
     for line in lines {
         let line = line.context("reading the engine's reply to the load")?;
@@ -310,17 +314,15 @@ fn parse_load_reply(resp: impl Read) -> Result<Vec<String>> {
         if let Some(e) = error {
             bail!("the Docker engine failed to load the image: {e}");
         }
-        if let Some(text) = line["stream"].as_str() {
-            for l in text.lines() {
-                if let Some(id) = l.strip_prefix("Loaded image ID: ") {
-                    loaded.push(format!("ID: {}", id.trim()));
-                } else if let Some(name) = l.strip_prefix("Loaded image: ") {
-                    loaded.push(name.trim().to_string());
-                }
+        for l in line["stream"].as_str().unwrap_or("").lines() {
+            if let Some(id) = l.strip_prefix("Loaded image ID: ") {
+                loaded.id = Some(id.trim().to_string());
+            } else if let Some(name) = l.strip_prefix("Loaded image: ") {
+                loaded.names.push(name.trim().to_string());
             }
         }
     }
-    if loaded.is_empty() {
+    if loaded.names.is_empty() && loaded.id.is_none() {
         bail!("the Docker engine's reply to the load named no image");
     }
     Ok(loaded)
@@ -376,11 +378,15 @@ mod tests {
         let ok = br#"{"stream":"Loaded image: mpsi-test/fixture:v1\n"}
 {"stream":"Loaded image: other:2\n"}"#;
         assert_eq!(
-            parse_load_reply(&ok[..]).unwrap(),
+            parse_load_reply(&ok[..]).unwrap().names,
             ["mpsi-test/fixture:v1", "other:2"]
         );
         let id = br#"{"stream":"Loaded image ID: sha256:abc\n"}"#;
-        assert_eq!(parse_load_reply(&id[..]).unwrap(), ["ID: sha256:abc"]);
+        let unnamed = parse_load_reply(&id[..]).unwrap();
+        assert_eq!(
+            (unnamed.names.len(), unnamed.id.as_deref()),
+            (0, Some("sha256:abc"))
+        );
         let bad = br#"{"status":"Loading layer","progressDetail":{},"id":"1"}
 {"errorDetail":{"message":"invalid diffID for layer 0"},"error":"invalid diffID for layer 0"}"#;
         let e = parse_load_reply(&bad[..]).unwrap_err().to_string();
