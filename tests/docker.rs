@@ -157,6 +157,9 @@ fn mpsi_load_puts_the_image_in_the_engine_with_our_diff_ids() {
     let tags = info["RepoTags"].as_array().unwrap();
     assert!(tags.contains(&name.as_str().into()), "{tags:?}");
     assert_eq!(info["Id"], report["config_digest"]);
+    // The engine's layers are the diff_ids of our config, as in the layout.
+    let config = layout_config(&layout);
+    assert_eq!(info["RootFS"]["Layers"], config["rootfs"]["diff_ids"]);
     assert_eq!(
         info["RootFS"]["Layers"].as_array().unwrap(),
         &diff_ids(&report)
@@ -353,6 +356,17 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> String {
 
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The config of the (only) image in a layout, read from its blobs.
+fn layout_config(layout: &Path) -> serde_json::Value {
+    let blob = |d: &serde_json::Value| {
+        let d = d.as_str().unwrap().strip_prefix("sha256:").unwrap();
+        layout.join("blobs/sha256").join(d)
+    };
+    let index = read_json(&layout.join("index.json"));
+    let manifest = read_json(&blob(&index["manifests"][0]["digest"]));
+    read_json(&blob(&manifest["config"]["digest"]))
 }
 
 /// An image whose config claims a wrong diff_id: the engine refuses it
