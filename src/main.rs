@@ -295,7 +295,10 @@ fn run(cli: Cli) -> Result<()> {
             if a.load {
                 let loaded = load(&report.layout, Some(&report.tag), cli.json)?;
                 let both = serde_json::json!({ "assemble": &report, "load": &loaded });
-                return output(cli.json, &both, || print_load(&loaded));
+                return output(cli.json, &both, || {
+                    println!("assembled {} ({})", report.image, report.manifest_digest);
+                    print_load(&loaded);
+                });
             }
             output(cli.json, &report, || {
                 println!("assembled {} ({})", report.image, report.manifest_digest);
