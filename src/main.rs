@@ -65,6 +65,14 @@ Layers whose inputs are unchanged since the last run come from the store without
 mpsi export --format docker-archive -o - | docker load\n  mpsi export --format oci-archive -o image.oci.tar"
     )]
     Export(ExportArgs),
+    /// Load an image from a layout into a Docker engine (streamed; no temp file).
+    #[command(
+        after_help = "Examples:\n  mpsi load                                   # out/oci -> the engine at DOCKER_HOST or /var/run/docker.sock\n  \
+DOCKER_HOST=tcp://127.0.0.1:2375 mpsi load -l out/x --tag v2\n\n\
+Engines before Docker 23 cannot read zstd layers: mpsi sends those decompressed. \
+No engine at hand: mpsi export --format docker-archive -o FILE."
+    )]
+    Load(LoadArgs),
     /// Show an image's manifest, config and layers (re-verifying every digest).
     Inspect(InspectArgs),
     /// Refresh mpsi.lock: re-pin the patch series; pin inputs from local files.
@@ -185,6 +193,9 @@ struct AssembleArgs {
     /// Parallel build jobs for ninja [default: --jobs if given, else ninja's].
     #[arg(long, value_name = "N")]
     build_jobs: Option<usize>,
+    /// Then load the image into the Docker engine at DOCKER_HOST (as `mpsi load`).
+    #[arg(long)]
+    load: bool,
 }
 
 #[derive(Args)]
@@ -207,6 +218,12 @@ struct ExportArgs {
     /// Output file, or - for stdout.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    layout: LayoutArgs,
 }
 
 #[derive(Args)]
@@ -283,6 +300,14 @@ fn run(cli: Cli) -> Result<()> {
                 return output(cli.json, &plan, || cli::render::dry_run(&plan));
             }
             let report = assemble::run(&spec, &store, &opts, reporter(cli.json).as_ref())?;
+            if a.load {
+                let loaded = load(&report.layout, Some(&report.tag), cli.json)?;
+                let both = serde_json::json!({ "assemble": &report, "load": &loaded });
+                return output(cli.json, &both, || {
+                    println!("assembled {} ({})", report.image, report.manifest_digest);
+                    print_load(&loaded);
+                });
+            }
             output(cli.json, &report, || {
                 println!("assembled {} ({})", report.image, report.manifest_digest);
                 println!("  layout  {}", report.layout.display());
@@ -358,6 +383,10 @@ fn run(cli: Cli) -> Result<()> {
                     report.digest
                 );
             })
+        }
+        Command::Load(l) => {
+            let report = load(&l.layout.layout, l.layout.tag.as_deref(), cli.json)?;
+            output(cli.json, &report, || print_load(&report))
         }
         Command::Inspect(i) => {
             let image = oci::Layout::open(&i.layout.layout)?.image(i.layout.tag.as_deref())?;
@@ -481,6 +510,31 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+    }
+}
+
+/// Sends the image of a layout to the Docker engine DOCKER_HOST names.
+fn load(layout: &Path, tag: Option<&str>, json: bool) -> Result<sink::docker::LoadReport> {
+    use sink::Sink;
+    let image = oci::Layout::open(layout)?.image(tag)?;
+    let host = std::env::var("DOCKER_HOST").ok();
+    let endpoint = sink::docker::Endpoint::parse(host.as_deref())?;
+    let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
+    if tls && matches!(endpoint, sink::docker::Endpoint::Tcp(_)) {
+        anyhow::bail!(
+            "DOCKER_TLS_VERIFY is set, but mpsi load speaks plain HTTP only; \
+             use `mpsi export --format docker-archive -o - | docker load` for a TLS engine"
+        );
+    }
+    sink::docker::DockerSink { endpoint }.send(&image, reporter(json).as_ref())
+}
+
+fn print_load(r: &sink::docker::LoadReport) {
+    for name in &r.loaded {
+        println!("loaded {name} ({})", r.image_id);
+    }
+    if r.loaded.is_empty() {
+        println!("loaded {}", r.image_id);
     }
 }
 

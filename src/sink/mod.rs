@@ -3,6 +3,8 @@
 //! helpers): nothing of specs, locks, builds or what the image holds.
 
 pub mod archive;
+pub mod docker;
+mod http1;
 pub mod layout;
 
 use crate::model::Image;
