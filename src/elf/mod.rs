@@ -1,0 +1,351 @@
+//! The ELF closure check of an assemble: every program and library in the
+//! image must load inside the image alone. For each ELF file of the merged
+//! tree: its `PT_INTERP` is in the image; each `DT_NEEDED` resolves inside it
+//! (see `search` for the order) to a file of the same class and machine;
+//! each version it needs (`DT_VERNEED`) is defined (`DT_VERDEF`) by the
+//! library it resolves to. Every problem is collected before failing, so one
+//! run lists them all.
+//!
+//! Each file is checked with its own search path; a library whose needs are
+//! met only through the `DT_RPATH` of the program that loads it (glibc
+//! searches the loaders' `DT_RPATH`s too) is reported as unresolved.
+
+pub mod read;
+pub mod search;
+pub mod view;
+
+use crate::progress::{Reporter, Unit};
+use crate::rootfs::Entry;
+use anyhow::Context;
+use rayon::prelude::*;
+use read::ElfInfo;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use view::{MergedView, Miss, Node};
+
+/// What the check found, for the assemble report.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ElfCheck {
+    Passed {
+        /// ELF programs and libraries checked.
+        files: usize,
+        /// `DT_NEEDED` entries resolved.
+        needed: usize,
+    },
+    Skipped {
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for ElfCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ElfCheck::Passed { files, needed } => write!(
+                f,
+                "closure checked: {files} ELF files, {needed} needed libraries resolved inside the image"
+            ),
+            ElfCheck::Skipped { reason } => write!(f, "closure check skipped: {reason}"),
+        }
+    }
+}
+
+/// The image does not load inside itself; one line per problem.
+#[derive(Debug)]
+pub struct ClosureError {
+    pub problems: Vec<String>,
+}
+
+impl std::error::Error for ClosureError {}
+
+impl std::fmt::Display for ClosureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ELF closure check failed: {} problem(s); add the missing files to a layer, fix the \
+             RUNPATH or symlink, or set [image] check_elf = false with a comment saying why",
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the image made of these layers (in order), unless the spec turned
+/// the check off (`skip` then holds the reason, for the report).
+pub fn check_layers(
+    layers: &[Vec<Entry>],
+    skip: Option<String>,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<ElfCheck> {
+    match skip {
+        Some(reason) => Ok(ElfCheck::Skipped { reason }),
+        None => check(&MergedView::from_layers(layers), reporter),
+    }
+}
+
+/// Checks every ELF file of the view; fails with a `ClosureError` listing
+/// every problem, or with an I/O error naming the file it could not read.
+pub fn check(view: &MergedView, reporter: &dyn Reporter) -> anyhow::Result<ElfCheck> {
+    let conf = search::ld_so_conf(view)?;
+    let files: Vec<_> = view.files().collect();
+    let task = reporter.task("checking ELF closure", Some(files.len() as u64), Unit::Steps);
+    let read: Vec<(String, Result<Option<ElfInfo>, String>)> = files
+        .par_iter()
+        .map(|(path, data)| {
+            task.advance(1);
+            let elf = read::is_elf(data).with_context(|| format!("reading /{path} of the image"))?;
+            let info = if elf {
+                read::read(data).map_err(|e| format!("{e:#}"))
+            } else {
+                Ok(None)
+            };
+            Ok((path.to_string(), info))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    task.finish();
+    let mut problems = Problems::default();
+    let mut infos = BTreeMap::new();
+    for (path, info) in read {
+        match info {
+            Ok(Some(i)) => {
+                infos.insert(path, i);
+            }
+            Ok(None) => {}
+            Err(e) => problems.push(format!("{path}: not a readable ELF file: {e}")),
+        }
+    }
+    let ctx = Ctx {
+        view,
+        infos: &infos,
+        conf: &conf,
+    };
+    let mut needed = 0;
+    for (path, info) in &infos {
+        needed += ctx.check_file(path, info, &mut problems);
+    }
+    if problems.list.is_empty() {
+        Ok(ElfCheck::Passed {
+            files: infos.len(),
+            needed,
+        })
+    } else {
+        Err(ClosureError {
+            problems: problems.list,
+        }
+        .into())
+    }
+}
+
+/// Problems in the order found, each once (a broken default directory
+/// would otherwise be reported for every file).
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+    seen: HashSet<String>,
+}
+
+impl Problems {
+    fn push(&mut self, p: String) {
+        if self.seen.insert(p.clone()) {
+            self.list.push(p);
+        }
+    }
+}
+
+struct Ctx<'a> {
+    view: &'a MergedView,
+    infos: &'a BTreeMap<String, ElfInfo>,
+    conf: &'a [String],
+}
+
+/// Where one `DT_NEEDED` name led.
+struct Lookup {
+    found: Option<String>,
+    /// Candidates passed over (other class, dangling links), for the message.
+    notes: Vec<String>,
+    /// Candidates behind a symlink loop or a link out of the image.
+    broken: Vec<String>,
+}
+
+impl Ctx<'_> {
+    /// Checks one file; returns how many needed libraries resolved.
+    fn check_file(&self, path: &str, info: &ElfInfo, problems: &mut Problems) -> usize {
+        if let Some(interp) = &info.interp {
+            if let Some(p) = self.interp_problem(interp, info) {
+                problems.push(format!("{path}: {p}"));
+            }
+        }
+        let origin = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let groups = search::order(
+            info.rpath.as_deref(),
+            info.runpath.as_deref(),
+            origin,
+            &info.kind,
+            self.conf,
+        );
+        let dirs = self.search_dirs(path, &groups, problems);
+        let mut resolved: HashMap<&str, String> = HashMap::new();
+        for name in &info.needed {
+            let l = self.lookup(name, info, &dirs);
+            for b in &l.broken {
+                problems.push(format!("{path}: needs {name}: {b}"));
+            }
+            match l.found {
+                Some(lib) => {
+                    resolved.insert(name, lib);
+                }
+                None => problems.push(not_found(path, name, &groups, &l.notes)),
+            }
+        }
+        for need in &info.verneed {
+            let lib = match resolved.get(need.file.as_str()) {
+                Some(l) => l.clone(),
+                None if info.needed.contains(&need.file) => continue, // reported above
+                None => match self.lookup(&need.file, info, &dirs).found {
+                    Some(l) => l,
+                    None => {
+                        problems.push(not_found(path, &need.file, &groups, &[]));
+                        continue;
+                    }
+                },
+            };
+            // A library without version definitions satisfies any version
+            // (glibc only warns), so there is nothing to check against.
+            let Some(defs) = self.infos.get(&lib).and_then(|i| i.verdef.as_ref()) else {
+                continue;
+            };
+            for (v, weak) in &need.versions {
+                if !weak && !defs.contains(v) {
+                    problems.push(format!(
+                        "{path}: needs {v} from {} (/{lib} {})",
+                        need.file,
+                        search::defined_summary(v, defs)
+                    ));
+                }
+            }
+        }
+        resolved.len()
+    }
+
+    fn interp_problem(&self, interp: &str, info: &ElfInfo) -> Option<String> {
+        match self.view.resolve(interp) {
+            Ok(f) => match (f.node, self.infos.get(&f.path)) {
+                (Node::File(_), Some(i)) if i.kind == info.kind => None,
+                (Node::File(_), Some(i)) => Some(format!(
+                    "its interpreter {interp} is {}, not {}",
+                    i.kind, info.kind
+                )),
+                _ => Some(format!(
+                    "its interpreter {interp} (/{}) is not an ELF program",
+                    f.path
+                )),
+            },
+            Err(Miss::Absent { dangling: None }) => {
+                Some(format!("its interpreter {interp} is not in the image"))
+            }
+            Err(m) => Some(format!("its interpreter {interp} is not in the image ({m})")),
+        }
+    }
+
+    /// The search directories as they resolve in the image (None: not
+    /// there, or not knowable); a loop or an escape is a problem.
+    fn search_dirs(
+        &self,
+        path: &str,
+        groups: &[search::Group],
+        problems: &mut Problems,
+    ) -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        for g in groups {
+            for d in &g.dirs {
+                let Some(image) = &d.image else {
+                    out.push(None);
+                    continue;
+                };
+                out.push(match self.view.resolve(image) {
+                    Ok(f) if matches!(f.node, Node::Dir) => Some(f.path),
+                    Ok(_) => None,
+                    Err(m) if m.is_broken() => {
+                        problems.push(match g.label {
+                            "RPATH" | "RUNPATH" => {
+                                format!("{path}: {} entry {}: {m}", g.label, d.written)
+                            }
+                            label => format!("{label} directory {}: {m}", d.written),
+                        });
+                        None
+                    }
+                    Err(_) => None,
+                });
+            }
+        }
+        out
+    }
+
+    fn lookup(&self, name: &str, info: &ElfInfo, dirs: &[Option<String>]) -> Lookup {
+        let mut notes = Vec::new();
+        let mut broken = Vec::new();
+        let candidates: Vec<String> = if name.contains('/') {
+            // A path, not searched; a relative one names the working directory.
+            match name.starts_with('/') {
+                true => vec![name.to_string()],
+                false => Vec::new(),
+            }
+        } else {
+            dirs.iter()
+                .flatten()
+                .map(|d| if d.is_empty() { name.to_string() } else { format!("{d}/{name}") })
+                .collect()
+        };
+        for c in candidates {
+            match self.view.resolve(&c) {
+                Ok(f) => match (f.node, self.infos.get(&f.path)) {
+                    (Node::File(_), Some(i)) if i.kind == info.kind => {
+                        return Lookup {
+                            found: Some(f.path),
+                            notes,
+                            broken,
+                        };
+                    }
+                    (Node::File(_), Some(i)) => notes.push(format!("skipped /{}: {}", f.path, i.kind)),
+                    (Node::File(_), None) => notes.push(format!("skipped /{}: not ELF", f.path)),
+                    _ => {}
+                },
+                Err(Miss::Absent { dangling: None }) => {}
+                Err(m) if m.is_broken() => broken.push(m.to_string()),
+                Err(m) => notes.push(m.to_string()),
+            }
+        }
+        Lookup {
+            found: None,
+            notes,
+            broken,
+        }
+    }
+}
+
+fn not_found(path: &str, name: &str, groups: &[search::Group], notes: &[String]) -> String {
+    let searched: Vec<String> = groups
+        .iter()
+        .map(|g| {
+            let dirs: Vec<&str> = g.dirs.iter().map(|d| d.written.as_str()).collect();
+            format!("{} {}", g.label, dirs.join(", "))
+        })
+        .collect();
+    let mut msg = if name.contains('/') {
+        format!("{path}: needs {name} (a path, not searched: not in the image")
+    } else {
+        format!("{path}: needs {name} (not found in {}", searched.join("; "))
+    };
+    for n in notes {
+        msg.push_str("; ");
+        msg.push_str(n);
+    }
+    msg.push(')');
+    msg
+}
+
+#[cfg(test)]
+mod tests;
