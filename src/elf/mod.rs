@@ -91,12 +91,17 @@ pub fn check_layers(
 pub fn check(view: &MergedView, reporter: &dyn Reporter) -> anyhow::Result<ElfCheck> {
     let conf = search::ld_so_conf(view)?;
     let files: Vec<_> = view.files().collect();
-    let task = reporter.task("checking ELF closure", Some(files.len() as u64), Unit::Steps);
+    let task = reporter.task(
+        "checking ELF closure",
+        Some(files.len() as u64),
+        Unit::Steps,
+    );
     let read: Vec<(String, Result<Option<ElfInfo>, String>)> = files
         .par_iter()
         .map(|(path, data)| {
             task.advance(1);
-            let elf = read::is_elf(data).with_context(|| format!("reading /{path} of the image"))?;
+            let elf =
+                read::is_elf(data).with_context(|| format!("reading /{path} of the image"))?;
             let info = if elf {
                 read::read(data).map_err(|e| format!("{e:#}"))
             } else {
@@ -246,7 +251,9 @@ impl Ctx<'_> {
             Err(Miss::Absent { dangling: None }) => {
                 Some(format!("its interpreter {interp} is not in the image"))
             }
-            Err(m) => Some(format!("its interpreter {interp} is not in the image ({m})")),
+            Err(m) => Some(format!(
+                "its interpreter {interp} is not in the image ({m})"
+            )),
         }
     }
 
@@ -296,7 +303,13 @@ impl Ctx<'_> {
         } else {
             dirs.iter()
                 .flatten()
-                .map(|d| if d.is_empty() { name.to_string() } else { format!("{d}/{name}") })
+                .map(|d| {
+                    if d.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{d}/{name}")
+                    }
+                })
                 .collect()
         };
         for c in candidates {
@@ -309,7 +322,9 @@ impl Ctx<'_> {
                             broken,
                         };
                     }
-                    (Node::File(_), Some(i)) => notes.push(format!("skipped /{}: {}", f.path, i.kind)),
+                    (Node::File(_), Some(i)) => {
+                        notes.push(format!("skipped /{}: {}", f.path, i.kind))
+                    }
                     (Node::File(_), None) => notes.push(format!("skipped /{}: not ELF", f.path)),
                     _ => {}
                 },

@@ -67,7 +67,11 @@ pub fn expand(entry: &str, origin: &str, kind: &Kind) -> String {
     };
     let origin = format!("/{}", origin.trim_matches('/'));
     let mut out = entry.to_string();
-    for (name, value) in [("ORIGIN", origin.as_str()), ("LIB", &lib), ("PLATFORM", platform)] {
+    for (name, value) in [
+        ("ORIGIN", origin.as_str()),
+        ("LIB", &lib),
+        ("PLATFORM", platform),
+    ] {
         out = out.replace(&format!("${{{name}}}"), value);
         out = out.replace(&format!("${name}"), value);
     }
@@ -81,7 +85,9 @@ fn dirs_of(list: &str, origin: &str, kind: &Kind) -> Vec<SearchDir> {
             let e = expand(d, origin, kind);
             SearchDir {
                 written: d.to_string(),
-                image: e.starts_with('/').then(|| e.trim_start_matches('/').to_string()),
+                image: e
+                    .starts_with('/')
+                    .then(|| e.trim_start_matches('/').to_string()),
             }
         })
         .collect()
@@ -140,11 +146,21 @@ pub fn ld_so_conf(view: &MergedView) -> anyhow::Result<Vec<String>> {
     Ok(dirs)
 }
 
-fn read_conf(view: &MergedView, file: &str, depth: usize, out: &mut Vec<String>) -> anyhow::Result<()> {
-    anyhow::ensure!(depth < 16, "{file}: includes nest more than 16 deep (an include loop?)");
+fn read_conf(
+    view: &MergedView,
+    file: &str,
+    depth: usize,
+    out: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        depth < 16,
+        "{file}: includes nest more than 16 deep (an include loop?)"
+    );
     let data = match view.resolve(file) {
         Ok(f) => match f.node {
-            Node::File(d) => d.read().with_context(|| format!("reading {file} of the image"))?,
+            Node::File(d) => d
+                .read()
+                .with_context(|| format!("reading {file} of the image"))?,
             _ => return Ok(()),
         },
         Err(m) if m.is_broken() => anyhow::bail!("{file} of the image: {m}"),
@@ -156,7 +172,10 @@ fn read_conf(view: &MergedView, file: &str, depth: usize, out: &mut Vec<String>)
         if line.is_empty() || line.starts_with("hwcap") {
             continue;
         }
-        if let Some(pattern) = line.strip_prefix("include").filter(|r| r.starts_with([' ', '\t'])) {
+        if let Some(pattern) = line
+            .strip_prefix("include")
+            .filter(|r| r.starts_with([' ', '\t']))
+        {
             for pattern in pattern.split_whitespace() {
                 let abs = if pattern.starts_with('/') {
                     pattern.to_string()
@@ -208,10 +227,16 @@ fn glob(view: &MergedView, pattern: &str) -> anyhow::Result<Vec<String>> {
 /// For a message: the highest version of the same family (`GLIBC_2.36` for
 /// a missing `GLIBC_2.38`) the library defines, or the list it defines.
 pub fn defined_summary(wanted: &str, defined: &[String]) -> String {
-    let family = |v: &str| v.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.').len();
+    let family = |v: &str| {
+        v.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.')
+            .len()
+    };
     let prefix = &wanted[..family(wanted)];
     let numbers = |v: &str| -> Vec<u64> {
-        v[family(v)..].split('.').filter_map(|n| n.parse().ok()).collect()
+        v[family(v)..]
+            .split('.')
+            .filter_map(|n| n.parse().ok())
+            .collect()
     };
     let best = defined
         .iter()
@@ -242,22 +267,40 @@ mod tests {
 
     #[test]
     fn origin_lib_and_platform_expand() {
-        assert_eq!(expand("$ORIGIN/../lib", "usr/bin", &X86_64), "/usr/bin/../lib");
+        assert_eq!(
+            expand("$ORIGIN/../lib", "usr/bin", &X86_64),
+            "/usr/bin/../lib"
+        );
         assert_eq!(expand("${ORIGIN}/x", "opt", &X86_64), "/opt/x");
-        assert_eq!(expand("/opt/$LIB/$PLATFORM", "", &X86_64), "/opt/lib/x86_64-linux-gnu/x86_64");
+        assert_eq!(
+            expand("/opt/$LIB/$PLATFORM", "", &X86_64),
+            "/opt/lib/x86_64-linux-gnu/x86_64"
+        );
     }
 
     #[test]
     fn runpath_hides_rpath_and_defaults_come_last() {
-        let g = order(Some("/r"), Some("$ORIGIN/lib::rel"), "opt/app", &X86_64, &["/etc-dir".into()]);
+        let g = order(
+            Some("/r"),
+            Some("$ORIGIN/lib::rel"),
+            "opt/app",
+            &X86_64,
+            &["/etc-dir".into()],
+        );
         let labels: Vec<_> = g.iter().map(|g| g.label).collect();
         assert_eq!(labels, ["RUNPATH", "ld.so.conf", "default"]);
         assert_eq!(g[0].dirs[0].image.as_deref(), Some("opt/app/lib"));
-        assert_eq!(g[0].dirs[1].image, None, "a relative entry names the working directory");
+        assert_eq!(
+            g[0].dirs[1].image, None,
+            "a relative entry names the working directory"
+        );
         let g = order(Some("/r"), None, "", &X86_64, &[]);
         assert_eq!(g[0].label, "RPATH");
         assert_eq!(
-            g[1].dirs.iter().map(|d| d.written.as_str()).collect::<Vec<_>>(),
+            g[1].dirs
+                .iter()
+                .map(|d| d.written.as_str())
+                .collect::<Vec<_>>(),
             [
                 "/lib/x86_64-linux-gnu",
                 "/usr/lib/x86_64-linux-gnu",
@@ -274,10 +317,16 @@ mod tests {
         let mut v = MergedView::default();
         let f = |s: &str| Node::File(Data::Inline(s.as_bytes().to_vec()));
         v.insert("etc", Node::Dir);
-        v.insert("etc/ld.so.conf", f("# comment\ninclude /etc/ld.so.conf.d/*.conf\n/opt/last/\n"));
+        v.insert(
+            "etc/ld.so.conf",
+            f("# comment\ninclude /etc/ld.so.conf.d/*.conf\n/opt/last/\n"),
+        );
         v.insert("etc/ld.so.conf.d", Node::Dir);
         v.insert("etc/ld.so.conf.d/b.conf", f("/usr/local/b\n"));
-        v.insert("etc/ld.so.conf.d/a.conf", f("/usr/local/a # trailing\ninclude more/*.conf\n"));
+        v.insert(
+            "etc/ld.so.conf.d/a.conf",
+            f("/usr/local/a # trailing\ninclude more/*.conf\n"),
+        );
         v.insert("etc/ld.so.conf.d/skip.txt", f("/nope\n"));
         v.insert("etc/ld.so.conf.d/more", Node::Dir);
         v.insert("etc/ld.so.conf.d/more/c.conf", f("/c=libc6\n"));
@@ -293,7 +342,10 @@ mod tests {
         let defs: Vec<String> = ["GLIBC_2.2.5", "GLIBC_2.36", "GLIBC_2.4", "GLIBC_PRIVATE"]
             .map(String::from)
             .into();
-        assert_eq!(defined_summary("GLIBC_2.38", &defs), "defines up to GLIBC_2.36");
+        assert_eq!(
+            defined_summary("GLIBC_2.38", &defs),
+            "defines up to GLIBC_2.36"
+        );
         assert_eq!(
             defined_summary("OTHER_1", &["A".into(), "B".into()]),
             "defines only A, B"

@@ -13,7 +13,9 @@ fn gcc(dir: &Path, args: &[&str]) {
         .args(args)
         .output()
         .unwrap_or_else(|e| {
-            panic!("gcc cannot run ({e}); these tests need gcc and libc6-dev (.ci/test installs them)")
+            panic!(
+                "gcc cannot run ({e}); these tests need gcc and libc6-dev (.ci/test installs them)"
+            )
         });
     assert!(
         out.status.success(),
@@ -41,18 +43,38 @@ impl Fixture {
         let f = Fixture {
             dir: tempfile::tempdir().unwrap(),
         };
-        f.write("hello.c", "#include <stdio.h>\nint main(void){puts(\"hi\");return 0;}\n");
-        f.write("stub.c", "int stub_v1(void){return 1;}\nint stub_v2(void){return 2;}\n");
+        f.write(
+            "hello.c",
+            "#include <stdio.h>\nint main(void){puts(\"hi\");return 0;}\n",
+        );
+        f.write(
+            "stub.c",
+            "int stub_v1(void){return 1;}\nint stub_v2(void){return 2;}\n",
+        );
         f.write("v1.map", "STUB_1.0 { global: stub_v1; local: *; };\n");
-        f.write("v2.map", "STUB_1.0 { global: stub_v1; local: *; };\nSTUB_2.0 { global: stub_v2; } STUB_1.0;\n");
-        f.write("usestub.c", "int stub_v2(void);\nint main(void){return stub_v2();}\n");
+        f.write(
+            "v2.map",
+            "STUB_1.0 { global: stub_v1; local: *; };\nSTUB_2.0 { global: stub_v2; } STUB_1.0;\n",
+        );
+        f.write(
+            "usestub.c",
+            "int stub_v2(void);\nint main(void){return stub_v2();}\n",
+        );
         std::fs::create_dir_all(f.path("v1")).unwrap();
         std::fs::create_dir_all(f.path("v2")).unwrap();
         for v in ["v1", "v2"] {
-            gcc(f.dir.path(), &[
-                "-shared", "-fPIC", "-o", &format!("{v}/libstub.so.1"), "stub.c",
-                "-Wl,-soname,libstub.so.1", &format!("-Wl,--version-script={v}.map"),
-            ]);
+            gcc(
+                f.dir.path(),
+                &[
+                    "-shared",
+                    "-fPIC",
+                    "-o",
+                    &format!("{v}/libstub.so.1"),
+                    "stub.c",
+                    "-Wl,-soname,libstub.so.1",
+                    &format!("-Wl,--version-script={v}.map"),
+                ],
+            );
             std::os::unix::fs::symlink("libstub.so.1", f.path(&format!("{v}/libstub.so"))).unwrap();
         }
         f
@@ -133,13 +155,19 @@ fn add_parents(v: &mut MergedView, f: &Path) {
 fn problems(v: &MergedView) -> Vec<String> {
     match check(v, &Quiet) {
         Ok(r) => panic!("expected the check to fail, it passed: {r}"),
-        Err(e) => e.downcast::<ClosureError>().expect("a ClosureError").problems,
+        Err(e) => {
+            e.downcast::<ClosureError>()
+                .expect("a ClosureError")
+                .problems
+        }
     }
 }
 
 fn assert_one(problems: &[String], starts: &str, contains: &str) {
     assert!(
-        problems.iter().any(|p| p.starts_with(starts) && p.contains(contains)),
+        problems
+            .iter()
+            .any(|p| p.starts_with(starts) && p.contains(contains)),
         "no problem starting {starts:?} containing {contains:?} in {problems:#?}"
     );
 }
@@ -148,12 +176,18 @@ fn assert_one(problems: &[String], starts: &str, contains: &str) {
 fn a_real_program_with_the_hosts_libc_and_loader_passes() {
     let f = Fixture::new();
     let mut v = image_with_libc(&f.hello(&[]), "usr/bin/hello");
-    v.insert("usr/bin/true", disk(&std::fs::canonicalize("/usr/bin/true").unwrap()));
+    v.insert(
+        "usr/bin/true",
+        disk(&std::fs::canonicalize("/usr/bin/true").unwrap()),
+    );
     match check(&v, &Quiet).unwrap() {
         // hello, true, libc.so.6 and the loader.
         ElfCheck::Passed { files, needed } => {
             assert_eq!(files, 4);
-            assert!(needed >= 3, "hello and true need libc, libc needs the loader");
+            assert!(
+                needed >= 3,
+                "hello and true need libc, libc needs the loader"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -165,7 +199,11 @@ fn a_library_left_out_is_named() {
     let prog = f.stub_program("prog", &[]);
     let v = image_with_libc(&prog, "usr/bin/prog");
     let p = problems(&v);
-    assert_one(&p, "usr/bin/prog: needs libstub.so.1 (not found in default /lib/x86_64-linux-gnu", "/usr/lib)");
+    assert_one(
+        &p,
+        "usr/bin/prog: needs libstub.so.1 (not found in default /lib/x86_64-linux-gnu",
+        "/usr/lib)",
+    );
     assert_eq!(p.len(), 1, "{p:#?}");
 }
 
@@ -178,7 +216,9 @@ fn a_version_the_library_does_not_define_is_named() {
     let p = problems(&v);
     assert_eq!(
         p,
-        ["usr/bin/prog: needs STUB_2.0 from libstub.so.1 (/usr/lib/libstub.so.1 defines up to STUB_1.0)"]
+        [
+            "usr/bin/prog: needs STUB_2.0 from libstub.so.1 (/usr/lib/libstub.so.1 defines up to STUB_1.0)"
+        ]
     );
     // With the library that defines it, the same image passes.
     v.insert("usr/lib/libstub.so.1", disk(&f.path("v2/libstub.so.1")));
@@ -188,28 +228,46 @@ fn a_version_the_library_does_not_define_is_named() {
 #[test]
 fn a_runpath_pointing_outside_the_image_fails() {
     let f = Fixture::new();
-    let prog = f.stub_program("prog", &["-Wl,-rpath,/nonexistent", "-Wl,--enable-new-dtags"]);
+    let prog = f.stub_program(
+        "prog",
+        &["-Wl,-rpath,/nonexistent", "-Wl,--enable-new-dtags"],
+    );
     let v = image_with_libc(&prog, "usr/bin/prog");
-    assert_one(&problems(&v), "usr/bin/prog: needs libstub.so.1 (not found in RUNPATH /nonexistent; default ", "");
+    assert_one(
+        &problems(&v),
+        "usr/bin/prog: needs libstub.so.1 (not found in RUNPATH /nonexistent; default ",
+        "",
+    );
 
     // $ORIGIN/../../.. climbs above the root from /usr/bin: a problem even
     // though the library is found in a default directory.
-    let prog = f.stub_program("prog2", &["-Wl,-rpath,$ORIGIN/../../..", "-Wl,--enable-new-dtags"]);
+    let prog = f.stub_program(
+        "prog2",
+        &["-Wl,-rpath,$ORIGIN/../../..", "-Wl,--enable-new-dtags"],
+    );
     let mut v = image_with_libc(&prog, "usr/bin/prog2");
     v.insert("usr/lib/libstub.so.1", disk(&f.path("v2/libstub.so.1")));
     let p = problems(&v);
     assert_eq!(
         p,
-        ["usr/bin/prog2: RUNPATH entry $ORIGIN/../../..: path /usr/bin/../../.. leaves the image root"]
+        [
+            "usr/bin/prog2: RUNPATH entry $ORIGIN/../../..: path /usr/bin/../../.. leaves the image root"
+        ]
     );
 }
 
 #[test]
 fn a_runpath_with_origin_inside_the_image_resolves() {
     let f = Fixture::new();
-    let prog = f.stub_program("prog", &["-Wl,-rpath,$ORIGIN/../lib/stub", "-Wl,--enable-new-dtags"]);
+    let prog = f.stub_program(
+        "prog",
+        &["-Wl,-rpath,$ORIGIN/../lib/stub", "-Wl,--enable-new-dtags"],
+    );
     let mut v = image_with_libc(&prog, "opt/app/bin/prog");
-    v.insert("opt/app/lib/stub/libstub.so.1", disk(&f.path("v2/libstub.so.1")));
+    v.insert(
+        "opt/app/lib/stub/libstub.so.1",
+        disk(&f.path("v2/libstub.so.1")),
+    );
     add_parents(&mut v, Path::new("/opt/app/lib/stub/libstub.so.1"));
     add_parents(&mut v, Path::new("/opt/app/bin/prog"));
     check(&v, &Quiet).unwrap();
@@ -222,14 +280,20 @@ fn an_absolute_symlink_resolves_in_the_image_not_on_the_host() {
     let libc = host_file("libc.so.6");
     let interp = interp_of(&prog);
     let loader = std::fs::canonicalize(&interp).unwrap();
-    assert!(Path::new("/lib/x86_64-linux-gnu/libc.so.6").exists(), "the link resolves on the host");
+    assert!(
+        Path::new("/lib/x86_64-linux-gnu/libc.so.6").exists(),
+        "the link resolves on the host"
+    );
     let mut v = MergedView::default();
     add_parents(&mut v, Path::new("/usr/bin/hello"));
     add_parents(&mut v, Path::new("/usr/lib/x86_64-linux-gnu/x"));
     add_parents(&mut v, Path::new(&interp));
     v.insert("usr/bin/hello", disk(&prog));
     v.insert(&interp, disk(&loader));
-    v.insert("usr/lib/x86_64-linux-gnu/libc.so.6", link("/lib/x86_64-linux-gnu/libc.so.6"));
+    v.insert(
+        "usr/lib/x86_64-linux-gnu/libc.so.6",
+        link("/lib/x86_64-linux-gnu/libc.so.6"),
+    );
     assert!(libc.exists());
     let p = problems(&v);
     assert_one(
@@ -239,7 +303,11 @@ fn an_absolute_symlink_resolves_in_the_image_not_on_the_host() {
     );
     // A link loop where the loader looks is a failure of its own.
     v.insert("usr/lib/x86_64-linux-gnu/libc.so.6", link("libc.so.6"));
-    assert_one(&problems(&v), "usr/bin/hello: needs libc.so.6: symlink loop at /usr/lib/x86_64-linux-gnu/libc.so.6", "");
+    assert_one(
+        &problems(&v),
+        "usr/bin/hello: needs libc.so.6: symlink loop at /usr/lib/x86_64-linux-gnu/libc.so.6",
+        "",
+    );
 }
 
 #[test]
@@ -255,7 +323,11 @@ fn a_missing_interpreter_is_named() {
     v.insert(libc.to_str().unwrap(), disk(&libc));
     v.insert("lib", link("usr/lib"));
     let p = problems(&v);
-    assert_one(&p, &format!("usr/bin/hello: its interpreter {interp} is not in the image"), "");
+    assert_one(
+        &p,
+        &format!("usr/bin/hello: its interpreter {interp} is not in the image"),
+        "",
+    );
 }
 
 #[test]

@@ -112,8 +112,8 @@ impl MergedView {
     /// Puts one node at `path` (no leading `/`), over whatever was there.
     pub fn insert(&mut self, path: &str, node: Node) {
         let path = path.trim_matches('/').to_string();
-        let keeps_children = matches!(node, Node::Dir)
-            && matches!(self.nodes.get(&path), Some(Node::Dir) | None);
+        let keeps_children =
+            matches!(node, Node::Dir) && matches!(self.nodes.get(&path), Some(Node::Dir) | None);
         if !keeps_children {
             let prefix = format!("{path}/");
             let under: Vec<String> = self
@@ -169,7 +169,11 @@ impl MergedView {
             cur.push(c);
             let here = cur.join("/");
             match self.nodes.get(&here) {
-                None => return Err(Miss::Absent { dangling: last_link }),
+                None => {
+                    return Err(Miss::Absent {
+                        dangling: last_link,
+                    });
+                }
                 Some(Node::Dir) => {}
                 Some(Node::File(_)) if !todo.is_empty() => {
                     return Err(Miss::Absent { dangling: None }); // not a directory
@@ -232,8 +236,14 @@ mod tests {
             ("usr/lib/libz.so.1", link("libz.so.1.3")),
             ("lib", link("usr/lib")),
         ]);
-        assert_eq!(v.resolve("/lib/libz.so.1").unwrap().path, "usr/lib/libz.so.1.3");
-        assert_eq!(v.resolve("lib/../lib/libz.so.1").unwrap().path, "usr/lib/libz.so.1.3");
+        assert_eq!(
+            v.resolve("/lib/libz.so.1").unwrap().path,
+            "usr/lib/libz.so.1.3"
+        );
+        assert_eq!(
+            v.resolve("lib/../lib/libz.so.1").unwrap().path,
+            "usr/lib/libz.so.1.3"
+        );
     }
 
     #[test]
@@ -267,7 +277,10 @@ mod tests {
         assert!(matches!(v.resolve("a/x"), Err(Miss::Loop { .. })));
         let e = v.resolve("up/passwd").unwrap_err();
         assert!(e.is_broken());
-        assert_eq!(e.to_string(), "symlink /up -> ../../etc leaves the image root");
+        assert_eq!(
+            e.to_string(),
+            "symlink /up -> ../../etc leaves the image root"
+        );
         assert!(matches!(v.resolve("d/../.."), Err(Miss::Escapes { .. })));
     }
 
@@ -281,9 +294,15 @@ mod tests {
     fn later_layers_override_and_files_drop_earlier_directories() {
         let mut v = view(&[("lib", Node::Dir), ("lib/a", file())]);
         v.insert("lib", Node::Dir);
-        assert!(v.resolve("lib/a").is_ok(), "a directory over a directory merges");
+        assert!(
+            v.resolve("lib/a").is_ok(),
+            "a directory over a directory merges"
+        );
         v.insert("lib", link("usr/lib"));
-        assert!(v.resolve("lib/a").is_err(), "a symlink replaces the directory");
+        assert!(
+            v.resolve("lib/a").is_err(),
+            "a symlink replaces the directory"
+        );
         assert_eq!(v.under("lib").count(), 0);
     }
 }
