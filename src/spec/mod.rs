@@ -882,7 +882,10 @@ mod tests {
         assert_eq!(s.image.tag, "latest");
         assert_eq!(s.image.compression, Compression::Gzip);
         assert_eq!(s.image.compression_level, 6);
+        assert!(s.image.check_elf, "the ELF closure check is on by default");
         assert_eq!(s.layers.len(), 1);
+        let off = MINIMAL.replace("[image]\n", "[image]\ncheck_elf = false\n");
+        assert!(!parse(&off).unwrap().image.check_elf);
     }
 
     #[test]
