@@ -6,9 +6,13 @@
 //! library it resolves to. Every problem is collected before failing, so one
 //! run lists them all.
 //!
-//! Each file is checked with its own search path; a library whose needs are
-//! met only through the `DT_RPATH` of the program that loads it (glibc
-//! searches the loaders' `DT_RPATH`s too) is reported as unresolved.
+//! Each file is resolved with its own search path first. A name a library
+//! does not find itself counts as found when every object that loads it
+//! resolves that name (glibc loads breadth first and reuses an object
+//! already loaded under that name), as with systemd's private libraries.
+//! Not modelled: a loader's `DT_RPATH` searched for its libraries' own
+//! needs when the loader does not need that name itself, and
+//! `LD_LIBRARY_PATH`.
 
 pub mod read;
 pub mod search;
@@ -127,9 +131,35 @@ pub fn check(view: &MergedView, reporter: &dyn Reporter) -> anyhow::Result<ElfCh
         infos: &infos,
         conf: &conf,
     };
+    let mut res: BTreeMap<&str, Resolution> = infos
+        .iter()
+        .map(|(p, i)| (p.as_str(), ctx.resolve_file(p, i, &mut problems)))
+        .collect();
+    let mut loaders: HashMap<String, Vec<&str>> = HashMap::new();
+    for (p, r) in &res {
+        for lib in r.resolved.values() {
+            loaders.entry(lib.clone()).or_default().push(p);
+        }
+    }
+    let mut fills = Vec::new();
+    for (p, r) in &res {
+        for (name, msg) in &r.missing {
+            match provided(&res, &loaders, p, name, &mut Vec::new()) {
+                Some(lib) => fills.push((*p, name.clone(), lib)),
+                None => problems.push(msg.clone()),
+            }
+        }
+    }
+    for (p, name, lib) in fills {
+        res.get_mut(p)
+            .expect("a checked file")
+            .resolved
+            .insert(name, lib);
+    }
     let mut needed = 0;
-    for (path, info) in &infos {
-        needed += ctx.check_file(path, info, &mut problems);
+    for (p, r) in &res {
+        needed += r.resolved.len();
+        ctx.check_versions(p, &infos[*p], &r.resolved, &mut problems);
     }
     if problems.list.is_empty() {
         Ok(ElfCheck::Passed {
@@ -137,11 +167,48 @@ pub fn check(view: &MergedView, reporter: &dyn Reporter) -> anyhow::Result<ElfCh
             needed,
         })
     } else {
+        problems.list.sort(); // grouped by file
         Err(ClosureError {
             problems: problems.list,
         }
         .into())
     }
+}
+
+/// The library a name resolves to in every program that loads `file`, when
+/// `file` alone does not find it: glibc loads breadth first and matches a
+/// needed name against the objects already loaded, and searches the
+/// loaders' `DT_RPATH`s too, so a library may rely on what every one of its
+/// loaders (or, in turn, their loaders) resolves. A file nobody loads (a
+/// program, a plugin opened at run time) relies on itself only.
+fn provided(
+    res: &BTreeMap<&str, Resolution>,
+    loaders: &HashMap<String, Vec<&str>>,
+    file: &str,
+    name: &str,
+    stack: &mut Vec<String>,
+) -> Option<String> {
+    let ls = loaders.get(file)?;
+    if stack.len() > 16 || stack.iter().any(|s| s == file) {
+        return None;
+    }
+    stack.push(file.to_string());
+    let mut found = None;
+    for l in ls {
+        let got = match res[l].resolved.get(name) {
+            Some(g) => Some(g.clone()),
+            None => provided(res, loaders, l, name, stack),
+        };
+        match got {
+            Some(g) => found = Some(g),
+            None => {
+                found = None;
+                break;
+            }
+        }
+    }
+    stack.pop();
+    found
 }
 
 /// Problems in the order found, each once (a broken default directory
@@ -166,6 +233,14 @@ struct Ctx<'a> {
     conf: &'a [String],
 }
 
+/// One file's needed names: resolved (name -> library path), or missing
+/// with the message to report unless its loaders provide it.
+#[derive(Default)]
+struct Resolution {
+    resolved: BTreeMap<String, String>,
+    missing: Vec<(String, String)>,
+}
+
 /// Where one `DT_NEEDED` name led.
 struct Lookup {
     found: Option<String>,
@@ -176,8 +251,8 @@ struct Lookup {
 }
 
 impl Ctx<'_> {
-    /// Checks one file; returns how many needed libraries resolved.
-    fn check_file(&self, path: &str, info: &ElfInfo, problems: &mut Problems) -> usize {
+    /// Resolves one file's interpreter and needed names on its own.
+    fn resolve_file(&self, path: &str, info: &ElfInfo, problems: &mut Problems) -> Resolution {
         if let Some(interp) = &info.interp {
             if let Some(p) = self.interp_problem(interp, info) {
                 problems.push(format!("{path}: {p}"));
@@ -192,7 +267,7 @@ impl Ctx<'_> {
             self.conf,
         );
         let dirs = self.search_dirs(path, &groups, problems);
-        let mut resolved: HashMap<&str, String> = HashMap::new();
+        let mut r = Resolution::default();
         for name in &info.needed {
             let l = self.lookup(name, info, &dirs);
             for b in &l.broken {
@@ -200,26 +275,32 @@ impl Ctx<'_> {
             }
             match l.found {
                 Some(lib) => {
-                    resolved.insert(name, lib);
+                    r.resolved.insert(name.clone(), lib);
                 }
-                None => problems.push(not_found(path, name, &groups, &l.notes)),
+                None => r
+                    .missing
+                    .push((name.clone(), not_found(path, name, &groups, &l.notes))),
             }
         }
+        r
+    }
+
+    /// Each version needed from a resolved library is defined by it. Needs
+    /// from a library that did not resolve are already reported.
+    fn check_versions(
+        &self,
+        path: &str,
+        info: &ElfInfo,
+        resolved: &BTreeMap<String, String>,
+        problems: &mut Problems,
+    ) {
         for need in &info.verneed {
-            let lib = match resolved.get(need.file.as_str()) {
-                Some(l) => l.clone(),
-                None if info.needed.contains(&need.file) => continue, // reported above
-                None => match self.lookup(&need.file, info, &dirs).found {
-                    Some(l) => l,
-                    None => {
-                        problems.push(not_found(path, &need.file, &groups, &[]));
-                        continue;
-                    }
-                },
+            let Some(lib) = resolved.get(&need.file) else {
+                continue;
             };
             // A library without version definitions satisfies any version
             // (glibc only warns), so there is nothing to check against.
-            let Some(defs) = self.infos.get(&lib).and_then(|i| i.verdef.as_ref()) else {
+            let Some(defs) = self.infos.get(lib).and_then(|i| i.verdef.as_ref()) else {
                 continue;
             };
             for (v, weak) in &need.versions {
@@ -232,7 +313,6 @@ impl Ctx<'_> {
                 }
             }
         }
-        resolved.len()
     }
 
     fn interp_problem(&self, interp: &str, info: &ElfInfo) -> Option<String> {

@@ -352,3 +352,66 @@ fn files_that_are_not_elf_are_ignored_and_broken_elf_is_named() {
     assert_one(&p, "bad: not a readable ELF file", "");
     assert_eq!(p.len(), 1);
 }
+
+#[test]
+fn a_private_library_may_rely_on_what_every_loader_resolves() {
+    let f = Fixture::new();
+    f.write("b.c", "int b(void){return 0;}\n");
+    f.write("a.c", "int b(void);\nint a(void){return b();}\n");
+    gcc(
+        f.dir.path(),
+        &[
+            "-shared",
+            "-fPIC",
+            "-o",
+            "libb.so",
+            "b.c",
+            "-Wl,-soname,libb.so",
+        ],
+    );
+    gcc(
+        f.dir.path(),
+        &[
+            "-shared",
+            "-fPIC",
+            "-o",
+            "liba.so",
+            "a.c",
+            "-Wl,-soname,liba.so",
+            "-L.",
+            "-lb",
+        ],
+    );
+    f.write(
+        "both.c",
+        "int a(void);\nint b(void);\nint main(void){return a()+b();}\n",
+    );
+    f.write("only_a.c", "int a(void);\nint main(void){return a();}\n");
+    let runpath = [
+        "-Wl,-rpath,/opt/priv",
+        "-Wl,--enable-new-dtags",
+        "-Wl,-rpath-link,.",
+        "-L.",
+    ];
+    let mut both = vec!["-o", "both", "both.c", "-la", "-lb", "-Wl,--no-as-needed"];
+    both.extend(runpath);
+    gcc(f.dir.path(), &both);
+    let mut v = image_with_libc(&f.path("both"), "usr/bin/both");
+    add_parents(&mut v, Path::new("/opt/priv/x"));
+    v.insert("opt/priv/liba.so", disk(&f.path("liba.so")));
+    v.insert("opt/priv/libb.so", disk(&f.path("libb.so")));
+    check(&v, &Quiet).expect("liba finds libb through the program that loads both");
+
+    // A second program loads liba without libb: liba is then on its own.
+    let mut only = vec!["-o", "only_a", "only_a.c", "-la"];
+    only.extend(runpath);
+    gcc(f.dir.path(), &only);
+    v.insert("usr/bin/only_a", disk(&f.path("only_a")));
+    let p = problems(&v);
+    assert_one(
+        &p,
+        "opt/priv/liba.so: needs libb.so (not found in default ",
+        "",
+    );
+    assert_eq!(p.len(), 1, "{p:#?}");
+}
