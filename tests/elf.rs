@@ -138,7 +138,7 @@ fn the_library_in_a_later_layer_passes_and_the_switch_skips_with_its_reason() {
 
     let spec = setup(tmp.path(), Some(false), false);
     let out = run_ok(
-        &mut mpsi(&tmp.path().join("store"))
+        mpsi(&tmp.path().join("store"))
             .args(["assemble"])
             .arg(&spec)
             .arg("-o")

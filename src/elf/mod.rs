@@ -253,10 +253,8 @@ struct Lookup {
 impl Ctx<'_> {
     /// Resolves one file's interpreter and needed names on its own.
     fn resolve_file(&self, path: &str, info: &ElfInfo, problems: &mut Problems) -> Resolution {
-        if let Some(interp) = &info.interp {
-            if let Some(p) = self.interp_problem(interp, info) {
-                problems.push(format!("{path}: {p}"));
-            }
+        if let Some(p) = info.interp.as_ref().and_then(|i| self.interp_problem(i, info)) {
+            problems.push(format!("{path}: {p}"));
         }
         let origin = path.rsplit_once('/').map_or("", |(d, _)| d);
         let groups = search::order(
