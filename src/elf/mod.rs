@@ -246,14 +246,19 @@ struct Lookup {
     found: Option<String>,
     /// Candidates passed over (other class, dangling links), for the message.
     notes: Vec<String>,
-    /// Candidates behind a symlink loop or a link out of the image.
-    broken: Vec<String>,
+    /// Why the search stopped short (a symlink loop or a link out of the
+    /// image, a file that is not a loadable ELF object): reported instead.
+    broken: Option<String>,
 }
 
 impl Ctx<'_> {
     /// Resolves one file's interpreter and needed names on its own.
     fn resolve_file(&self, path: &str, info: &ElfInfo, problems: &mut Problems) -> Resolution {
-        if let Some(p) = info.interp.as_ref().and_then(|i| self.interp_problem(i, info)) {
+        if let Some(p) = info
+            .interp
+            .as_ref()
+            .and_then(|i| self.interp_problem(i, info))
+        {
             problems.push(format!("{path}: {p}"));
         }
         let origin = path.rsplit_once('/').map_or("", |(d, _)| d);
@@ -268,14 +273,12 @@ impl Ctx<'_> {
         let mut r = Resolution::default();
         for name in &info.needed {
             let l = self.lookup(name, info, &dirs);
-            for b in &l.broken {
-                problems.push(format!("{path}: needs {name}: {b}"));
-            }
-            match l.found {
-                Some(lib) => {
+            match (l.found, l.broken) {
+                (Some(lib), _) => {
                     r.resolved.insert(name.clone(), lib);
                 }
-                None => r
+                (None, Some(b)) => problems.push(format!("{path}: needs {name}: {b}")),
+                (None, None) => r
                     .missing
                     .push((name.clone(), not_found(path, name, &groups, &l.notes))),
             }
@@ -371,7 +374,6 @@ impl Ctx<'_> {
 
     fn lookup(&self, name: &str, info: &ElfInfo, dirs: &[Option<String>]) -> Lookup {
         let mut notes = Vec::new();
-        let mut broken = Vec::new();
         let candidates: Vec<String> = if name.contains('/') {
             // A path, not searched; a relative one names the working directory.
             match name.starts_with('/') {
@@ -390,31 +392,48 @@ impl Ctx<'_> {
                 })
                 .collect()
         };
+        // As glibc's open_path: a file of another class or machine is
+        // passed over; one it cannot open (a symlink loop) or that is not a
+        // loadable ELF object stops the search with an error.
         for c in candidates {
-            match self.view.resolve(&c) {
+            let stop = match self.view.resolve(&c) {
                 Ok(f) => match (f.node, self.infos.get(&f.path)) {
                     (Node::File(_), Some(i)) if i.kind == info.kind => {
                         return Lookup {
                             found: Some(f.path),
                             notes,
-                            broken,
+                            broken: None,
                         };
                     }
                     (Node::File(_), Some(i)) => {
-                        notes.push(format!("skipped /{}: {}", f.path, i.kind))
+                        notes.push(format!("skipped /{}: {}", f.path, i.kind));
+                        None
                     }
-                    (Node::File(_), None) => notes.push(format!("skipped /{}: not ELF", f.path)),
-                    _ => {}
+                    (Node::File(_), None) => Some(format!(
+                        "/{} is not a loadable ELF object, and the loader stops there",
+                        f.path
+                    )),
+                    _ => None,
                 },
-                Err(Miss::Absent { dangling: None }) => {}
-                Err(m) if m.is_broken() => broken.push(m.to_string()),
-                Err(m) => notes.push(m.to_string()),
+                Err(Miss::Absent { dangling: None }) => None,
+                Err(m) if m.is_broken() => Some(format!("{m}, and the loader stops there")),
+                Err(m) => {
+                    notes.push(m.to_string());
+                    None
+                }
+            };
+            if stop.is_some() {
+                return Lookup {
+                    found: None,
+                    notes,
+                    broken: stop,
+                };
             }
         }
         Lookup {
             found: None,
             notes,
-            broken,
+            broken: None,
         }
     }
 }

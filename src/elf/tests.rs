@@ -303,10 +303,11 @@ fn an_absolute_symlink_resolves_in_the_image_not_on_the_host() {
     );
     // A link loop where the loader looks is a failure of its own.
     v.insert("usr/lib/x86_64-linux-gnu/libc.so.6", link("libc.so.6"));
-    assert_one(
-        &problems(&v),
-        "usr/bin/hello: needs libc.so.6: symlink loop at /usr/lib/x86_64-linux-gnu/libc.so.6",
-        "",
+    assert_eq!(
+        problems(&v),
+        [
+            "usr/bin/hello: needs libc.so.6: symlink loop at /usr/lib/x86_64-linux-gnu/libc.so.6, and the loader stops there"
+        ]
     );
 }
 
@@ -414,4 +415,29 @@ fn a_private_library_may_rely_on_what_every_loader_resolves() {
         "",
     );
     assert_eq!(p.len(), 1, "{p:#?}");
+}
+
+#[test]
+fn ld_so_conf_directories_are_searched_and_wrong_files_stop_the_search() {
+    let f = Fixture::new();
+    let prog = f.stub_program("prog", &[]);
+    let mut v = image_with_libc(&prog, "usr/bin/prog");
+    add_parents(&mut v, Path::new("/opt/conf/x"));
+    add_parents(&mut v, Path::new("/etc/ld.so.conf.d/x"));
+    v.insert("opt/conf/libstub.so.1", disk(&f.path("v2/libstub.so.1")));
+    let text = |s: &str| Node::File(Data::Inline(s.as_bytes().to_vec()));
+    v.insert("etc/ld.so.conf", text("include /etc/ld.so.conf.d/*.conf\n"));
+    v.insert("etc/ld.so.conf.d/opt.conf", text("/opt/conf\n"));
+    check(&v, &Quiet).expect("found through ld.so.conf");
+
+    // A non-ELF file where the loader looks first ends the search in error
+    // ("invalid ELF header"), though a good copy comes later.
+    v.insert("opt/conf/libstub.so.1", text("not a library\n"));
+    v.insert("usr/lib/libstub.so.1", disk(&f.path("v2/libstub.so.1")));
+    assert_eq!(
+        problems(&v),
+        [
+            "usr/bin/prog: needs libstub.so.1: /opt/conf/libstub.so.1 is not a loadable ELF object, and the loader stops there"
+        ]
+    );
 }
