@@ -22,3 +22,12 @@ need_rust() {
     exit 1
   }
 }
+
+# What `mpsi assemble` of layers/mariadb-pageserver.toml needs to build
+# MariaDB: the tools and -dev packages of [build.mariadb] in mpsi.lock (mpsi
+# checks them again up front and prints the apt-get line if one is missing),
+# plus util-linux for the network-less sandbox and ccache.
+MPSI_BUILD_PACKAGES=(ca-certificates util-linux ccache cmake ninja-build bison
+  gcc g++ libc6-dev libstdc++-12-dev patch binutils pkg-config
+  libssl-dev zlib1g-dev libpcre2-dev libfmt-dev libncurses-dev liburing-dev
+  libedit-dev libaio-dev)

@@ -60,21 +60,22 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Puts `src` at `dest` (same content, read-only blob): a hard link when both
-/// are on one filesystem, else a copy through a temporary file.
-pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
-    if fs::hard_link(src, dest).is_ok() {
-        return Ok(());
-    }
-    if dest.exists() {
-        return Ok(());
-    }
-    let mut tmp = temp_in(dir)?;
-    let mut from = fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    io::copy(&mut from, tmp.as_file_mut())
+/// Copies `src` to `dest` through a temporary file (so `dest` is absent or
+/// whole), with `mode` and `src`'s mtime. Never a hard link: the copy is a
+/// separate inode, so writing to one never changes the other. `fs::copy`
+/// uses copy_file_range on Linux, which shares extents (a reflink) where the
+/// filesystem can (Btrfs, XFS) and copies in the kernel elsewhere.
+pub fn copy_file(src: &Path, dest: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent_dir(dest);
+    let src_meta = fs::metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    let tmp = temp_in(dir)?;
+    fs::copy(src, tmp.path())
         .with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    let f = tmp.as_file();
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|()| f.set_modified(src_meta.modified()?))
+        .with_context(|| format!("setting mode and mtime of {}", tmp.path().display()))?;
     commit(tmp, dest)
 }
 
@@ -98,10 +99,20 @@ fn lock_file(dir: &Path, name: &str) -> Result<fs::File> {
 
 /// Takes the lock, waiting for another holder to finish.
 pub fn lock(dir: &Path, name: &str) -> Result<LockGuard> {
+    flock_wait(dir, name, libc::LOCK_EX)
+}
+
+/// Takes the lock shared with other shared holders, waiting for an
+/// exclusive holder to finish.
+pub fn lock_shared(dir: &Path, name: &str) -> Result<LockGuard> {
+    flock_wait(dir, name, libc::LOCK_SH)
+}
+
+fn flock_wait(dir: &Path, name: &str, how: libc::c_int) -> Result<LockGuard> {
     use std::os::fd::AsRawFd;
     let file = lock_file(dir, name)?;
     // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+    if unsafe { libc::flock(file.as_raw_fd(), how) } != 0 {
         return Err(io::Error::last_os_error())
             .with_context(|| format!("locking {}/{name}.lock", dir.display()));
     }

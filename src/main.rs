@@ -161,8 +161,10 @@ struct AssembleArgs {
     /// Rewrite every layer even if the store has it from an earlier run.
     #[arg(long)]
     no_cache: bool,
-    /// Compression threads [default: number of CPUs]. The output does not depend on it.
-    #[arg(long, short = 'j')]
+    /// CPU threads mpsi uses [default: number of CPUs]: compression (the
+    /// rayon pool and zstd's workers) and, unless --build-jobs is given,
+    /// ninja -j. The output does not depend on it.
+    #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
     /// Take build inputs missing from the store from this bundle (`mpsi fetch --bundle`).
     #[arg(long, value_name = "FILE")]
@@ -181,7 +183,7 @@ struct AssembleArgs {
     /// would rerun; change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Parallel build jobs for ninja [default: ninja's].
+    /// Parallel build jobs for ninja [default: --jobs if given, else ninja's].
     #[arg(long, value_name = "N")]
     build_jobs: Option<usize>,
 }
@@ -257,15 +259,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Assemble(a) => {
             let spec = spec::Spec::load(&a.spec)?;
             let store = store::Store::open(cli.store.as_deref())?;
+            let threads = cpu_budget(a.jobs)?;
             let opts = assemble::Options {
                 out: a.out,
                 tag: a.tag,
                 compression: a.compression,
                 use_cache: !a.no_cache,
-                threads: a
-                    .jobs
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-                    .max(1),
+                threads,
                 source_date_epoch: source_date_epoch_env()?,
                 inputs: match (&a.inputs, a.offline) {
                     (Some(b), _) => fetch::Origin::Bundle(b.clone()),
@@ -276,7 +276,7 @@ fn run(cli: Cli) -> Result<()> {
                     source_date_epoch: 0, // set from the assemble's one clock
                     allow_network: a.allow_network,
                     ccache_dir: (!a.no_ccache).then(|| ccache_dir(&store)),
-                    jobs: a.build_jobs,
+                    jobs: a.build_jobs.or(a.jobs),
                 },
             };
             if a.dry_run {
@@ -427,7 +427,10 @@ fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Store(sc) => {
-            let store = store::Store::open(cli.store.as_deref())?;
+            let store = match sc {
+                StoreCommand::Gc(_) => store::Store::open_exclusive(cli.store.as_deref())?,
+                _ => store::Store::open(cli.store.as_deref())?,
+            };
             match sc {
                 StoreCommand::Ls => {
                     let l = store.list()?;
@@ -483,31 +486,28 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Build outputs `store gc` keeps: those of the lock's builds as this
-/// machine would key them now (hermetic, and non-hermetic if present).
+/// Build outputs `store gc` keeps: what the lock's builds recorded, on the
+/// assemble's clock (SOURCE_DATE_EPOCH, else the lock's).
 fn gc_build_roots(
-    _store: &store::Store,
+    store: &store::Store,
     lf: &lock::LockFile,
 ) -> Result<std::collections::BTreeSet<String>> {
-    let mut keep = std::collections::BTreeSet::new();
-    for name in lf.lock.build.keys() {
-        for allow_network in [false, true] {
-            let opts = build::Options {
-                source_date_epoch: lf.lock.source_date_epoch,
-                allow_network,
-                ccache_dir: None,
-                jobs: None,
-            };
-            match build::plan(lf, name, &opts) {
-                Ok(p) => {
-                    keep.insert(p.key);
-                }
-                Err(e) if allow_network => return Err(e),
-                Err(_) => {} // no sandbox here: only the non-hermetic key applies
-            }
-        }
-    }
-    Ok(keep)
+    let epoch = source_date_epoch_env()?.unwrap_or(lf.lock.source_date_epoch);
+    build::recorded_roots(store, lf, epoch)
+}
+
+/// The one CPU knob: `--jobs N` (default: every CPU) sizes rayon's global
+/// pool, which the gzip compressor runs on, once for the process.
+fn cpu_budget(jobs: Option<usize>) -> Result<usize> {
+    let n = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("mpsi-compress-{i}"))
+        .build_global()
+        .context("starting the compression thread pool")?;
+    Ok(n)
 }
 
 fn progress(json: bool) -> bool {

@@ -467,13 +467,7 @@ fn archives_load_in_independent_readers() {
         ("docker-archive", "docker-archive"),
     ] {
         let file = tmp.path().join(format!("{format}.tar"));
-        run_ok(
-            mpsi(&store)
-                .args(["export", "--format", format, "-o"])
-                .arg(&file)
-                .arg("-l")
-                .arg(&layout),
-        );
+        export(&store, &layout, format, &file);
         let info = json(&run_ok(
             Command::new(&skopeo)
                 .arg("inspect")

@@ -216,8 +216,9 @@ fn build_from_http_then_cache_hit_then_offline_from_a_bundle() {
     );
     fs::write(&p.lock, text).unwrap();
 
-    // First assemble: downloads the source, builds, makes the layer.
-    let first = json(&run_ok(&mut p.assemble(&p.store)));
+    // First assemble: downloads the source, builds, makes the layer. --jobs
+    // also bounds ninja when --build-jobs is not given.
+    let first = json(&run_ok(p.assemble(&p.store).args(["-j", "2"])));
     assert_eq!(server.log(), ["GET /hello-1.0.tar.gz"]);
     let b = &first["builds"][0];
     assert_eq!(b["name"], "hello");
@@ -227,6 +228,12 @@ fn build_from_http_then_cache_hit_then_offline_from_a_bundle() {
     let hello = out.join("out/usr/bin/hello");
     let ran = Command::new(&hello).output().unwrap();
     assert_eq!(ran.stdout, b"hello, patched\n", "the patch was applied");
+    let log = fs::read_to_string(out.join("build.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("$ ninja -C") && l.ends_with(" -j2")),
+        "{log}"
+    );
     // Stripped, with the debug info kept apart by build-id.
     let meta: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join("meta.json")).unwrap()).unwrap();
@@ -288,6 +295,7 @@ fn build_from_http_then_cache_hit_then_offline_from_a_bundle() {
     assert_eq!(second["layers"][0]["cached"], true);
     assert_eq!(second["manifest_digest"], first["manifest_digest"]);
     assert_eq!(server.log().len(), 1);
+    unreadable_meta_fails_closed(&p, &out);
 
     // A bundle carries the inputs to a machine without network: a new store
     // assembles from it alone, to the same image (the build is reproducible
@@ -353,20 +361,83 @@ fn build_from_http_then_cache_hit_then_offline_from_a_bundle() {
     let ls = json(&run_ok(mpsi(&p.store).args(["store", "ls", "--json"])));
     assert_eq!(ls["builds"].as_array().unwrap().len(), 1);
     run_ok(mpsi(&p.store).args(["store", "verify"]));
+    gc_reads_roots_from_meta_without_the_toolchain(&p, &out);
+    p.tarball.clear();
+}
+
+/// A build whose meta.json is unreadable is an error naming the file, not
+/// a hermetic cache hit.
+fn unreadable_meta_fails_closed(p: &Project, build: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = build.join("meta.json");
+    let good = fs::read(&meta).unwrap();
+    let mode = fs::metadata(build).unwrap().permissions().mode();
+    fs::set_permissions(build, fs::Permissions::from_mode(0o755)).unwrap();
+    for broken in [&b"{\"name\": \"hello\""[..], b""] {
+        fs::write(&meta, broken).unwrap();
+        let (code, err) = run_fail(&mut p.assemble(&p.store));
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&meta.display().to_string()) && err.contains("store verify"),
+            "{err}"
+        );
+    }
+    fs::write(&meta, good).unwrap();
+    fs::set_permissions(build, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// gc keeps the build the lock names, found from its meta.json, on a host
+/// without cmake (an empty PATH): an unrelated build, an older build of
+/// the same entry and one with a broken meta.json go; a temporary file
+/// that is still being written stays.
+fn gc_reads_roots_from_meta_without_the_toolchain(p: &Project, build: &Path) {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(build.join("meta.json")).unwrap()).unwrap();
+    let fake = |key: &str, change: &dyn Fn(&mut serde_json::Value)| {
+        let dir = p.store.join("builds-v1").join(key);
+        fs::create_dir_all(dir.join("out")).unwrap();
+        let mut m = meta.clone();
+        m["key"] = key.into();
+        change(&mut m);
+        fs::write(dir.join("meta.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(86400);
+        fs::File::options()
+            .write(true)
+            .open(dir.join("meta.json"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        dir
+    };
+    let unrelated = fake(&"1".repeat(64), &|m| {
+        m["source_sha256"] = "0".repeat(64).into()
+    });
+    let older = fake(&"2".repeat(64), &|m| {
+        m["toolchain"]["cmake"] = "cmake 3.0".into()
+    });
+    let broken = fake(&"3".repeat(64), &|_| {});
+    fs::write(broken.join("meta.json"), b"not json").unwrap();
+    let in_flight = p.store.join("blobs/sha256/.mpsi-tmp-in-flight");
+    fs::write(&in_flight, b"a layer being written").unwrap();
+
+    let empty = p.root.join("empty-path");
+    fs::create_dir_all(&empty).unwrap();
     let gc = json(&run_ok(
         mpsi(&p.store)
+            .env("PATH", &empty)
             .args(["store", "gc", "--json", "--lock"])
             .arg(&p.lock),
     ));
     assert!(
-        gc["removed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| !r.as_str().unwrap().contains("builds-v1")),
-        "gc keeps the current build: {gc}"
+        build.join("meta.json").is_file(),
+        "the lock's build is kept: {gc}"
     );
-    p.tarball.clear();
+    for gone in [&unrelated, &older, &broken] {
+        assert!(!gone.exists(), "{} was kept: {gc}", gone.display());
+    }
+    assert!(in_flight.is_file(), "a fresh temporary was removed: {gc}");
+    assert_eq!(gc["fresh"][0], in_flight.display().to_string());
+    run_ok(mpsi(&p.store).args(["store", "verify"]));
 }
 
 #[test]

@@ -6,16 +6,14 @@ mod common;
 use common::*;
 use std::process::{Command, Stdio};
 
-fn docker_host() -> Option<String> {
+/// The engine .ci/test started; a run without one is a mistake, not a pass.
+fn docker_host() -> String {
     match std::env::var("MPSI_TEST_DOCKER_HOST") {
-        Ok(h) if !h.is_empty() => Some(h),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI must provide a Docker engine: MPSI_TEST_DOCKER_HOST is unset")
-        }
-        _ => {
-            eprintln!("skipped: no MPSI_TEST_DOCKER_HOST (bash .ci/test starts a private dockerd)");
-            None
-        }
+        Ok(h) if !h.is_empty() => h,
+        _ => panic!(
+            "this test needs a Docker engine: set MPSI_TEST_DOCKER_HOST to its socket \
+             (unix:///path/docker.sock); bash .ci/test starts a private dockerd and runs it with --ignored"
+        ),
     }
 }
 
@@ -26,8 +24,9 @@ fn docker(host: &str) -> Command {
 }
 
 #[test]
+#[ignore = "needs a Docker engine (MPSI_TEST_DOCKER_HOST); .ci/test runs it with --ignored"]
 fn docker_loads_the_docker_archive_from_a_pipe() {
-    let Some(host) = docker_host() else { return };
+    let host = docker_host();
     let Assembled {
         tmp: _tmp,
         store,

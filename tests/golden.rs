@@ -20,13 +20,7 @@ fn golden_digests_of_the_fixture_image_and_its_archives() {
     let mut archives = serde_json::Map::new();
     for format in ["oci-archive", "docker-archive"] {
         let file = tmp.path().join(format!("{format}.tar"));
-        run_ok(
-            mpsi(&store)
-                .args(["export", "--format", format, "-o"])
-                .arg(&file)
-                .arg("-l")
-                .arg(&layout),
-        );
+        export(&store, &layout, format, &file);
         archives.insert(
             format.into(),
             format!("sha256:{}", sha256_hex(&fs::read(&file).unwrap())).into(),

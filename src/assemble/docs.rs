@@ -68,6 +68,59 @@ fn config_doc(
     created: &str,
     layers: &[LayerPart],
 ) -> Result<Vec<u8>> {
+    let history = layers
+        .iter()
+        .map(|l| {
+            let mut h = HistoryBuilder::default()
+                .created(created.to_string())
+                .created_by(format!("mpsi assemble: layer {}", l.name));
+            if let Some(c) = l.comment {
+                h = h.comment(c.to_string());
+            }
+            h.build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.blob.diff_id.clone()).collect();
+    let config = ImageConfigurationBuilder::default()
+        .created(created.to_string())
+        .architecture(meta.architecture.as_str())
+        .os(meta.os.as_str())
+        .config(runtime_config(cfg)?)
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(diff_ids)
+                .build()?,
+        )
+        .history(history)
+        .build()?;
+    let mut config = serde_json::to_value(&config)?;
+    if let Some(hc) = &cfg.healthcheck {
+        // Docker's field, outside the OCI config schema; Docker and Podman
+        // read it from here.
+        let mut o = serde_json::Map::new();
+        o.insert("Test".into(), hc.test.clone().into());
+        for (k, v) in [
+            ("Interval", hc.interval),
+            ("Timeout", hc.timeout),
+            ("StartPeriod", hc.start_period),
+            ("StartInterval", hc.start_interval),
+        ] {
+            if let Some(v) = v {
+                o.insert(k.into(), v.into());
+            }
+        }
+        if let Some(r) = hc.retries {
+            o.insert("Retries".into(), r.into());
+        }
+        config["config"]["Healthcheck"] = Value::Object(o);
+    }
+    Ok(serde_json::to_vec(&config)?)
+}
+
+/// The runtime part of the config (what a Dockerfile's ENTRYPOINT, CMD,
+/// ENV, USER, ... set), from the spec's `[config]`.
+fn runtime_config(cfg: &ImageConfig) -> Result<oci_spec::image::Config> {
     let mut c = ConfigBuilder::default();
     if let Some(v) = &cfg.user {
         c = c.user(v.clone());
@@ -96,58 +149,7 @@ fn config_doc(
     if let Some(v) = &cfg.stop_signal {
         c = c.stop_signal(v.clone());
     }
-    let history = layers
-        .iter()
-        .map(|l| {
-            let mut h = HistoryBuilder::default()
-                .created(created.to_string())
-                .created_by(format!("mpsi assemble: layer {}", l.name));
-            if let Some(c) = l.comment {
-                h = h.comment(c.to_string());
-            }
-            h.build()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let config = ImageConfigurationBuilder::default()
-        .created(created.to_string())
-        .architecture(meta.architecture.as_str())
-        .os(meta.os.as_str())
-        .config(c.build()?)
-        .rootfs(
-            RootFsBuilder::default()
-                .typ("layers")
-                .diff_ids(
-                    layers
-                        .iter()
-                        .map(|l| l.blob.diff_id.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .build()?,
-        )
-        .history(history)
-        .build()?;
-    let mut config = serde_json::to_value(&config)?;
-    if let Some(hc) = &cfg.healthcheck {
-        // Docker's field, outside the OCI config schema; Docker and Podman
-        // read it from here.
-        let mut o = serde_json::Map::new();
-        o.insert("Test".into(), hc.test.clone().into());
-        for (k, v) in [
-            ("Interval", hc.interval),
-            ("Timeout", hc.timeout),
-            ("StartPeriod", hc.start_period),
-            ("StartInterval", hc.start_interval),
-        ] {
-            if let Some(v) = v {
-                o.insert(k.into(), v.into());
-            }
-        }
-        if let Some(r) = hc.retries {
-            o.insert("Retries".into(), r.into());
-        }
-        config["config"]["Healthcheck"] = Value::Object(o);
-    }
-    Ok(serde_json::to_vec(&config)?)
+    Ok(c.build()?)
 }
 
 /// The manifest: config and layer descriptors and the standard annotations.

@@ -260,6 +260,9 @@ fn image_of(
 
 /// Streams a layer into a temporary file in the store and renames it to its
 /// digest: the store never holds a partial blob under a real name.
+/// (A miss may find a blob of that digest already there: it was changed
+/// since the store wrote it, or another key made it; either way it is
+/// replaced by these verified bytes.)
 fn write_into_store(
     store: &Store,
     entries: &[rootfs::Entry],
@@ -277,10 +280,6 @@ fn write_into_store(
         &|n| task.advance(n),
     )?;
     w.into_inner().map_err(|e| e.into_error())?;
-    let dest = store.blob_path(&blob.digest)?;
-    if std::fs::metadata(&dest).is_ok_and(|m| m.len() == blob.size) {
-        return Ok(blob); // same bytes already stored; the temp file goes away
-    }
-    fsutil::commit(tmp, &dest)?;
+    store.commit_blob(tmp, &blob.digest)?;
     Ok(blob)
 }

@@ -29,19 +29,17 @@
 
 use crate::fetch::{Fetcher, Origin};
 use crate::fsutil;
-use crate::progress::{Reporter, Task, Unit};
+use crate::progress::{Reporter, Task};
 use crate::lock::{LockFile, Patch};
 mod host;
 mod patch;
 pub mod plan;
+mod recipe;
 pub mod sandbox;
 mod strip;
 
 pub use plan::Plan;
-use patch::apply_patch;
 use sandbox::{Net, Sandbox};
-use strip::{prune_objects, strip_tree};
-use crate::unpack::unpack;
 use crate::store::{self, Store};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -219,19 +217,19 @@ pub fn ensure(
 ) -> Result<Built> {
     let plan = plan(lf, name, opts)?;
     if let Some(path) = store.build(&plan.key) {
-        return Ok(built(&plan, path, true));
+        return built(&plan, path, true);
     }
     // One build per name at a time: the work directory is a fixed path.
     let work_root = store.root().join("work-v1");
     let _guard = fsutil::lock(&work_root, name)?;
     if let Some(path) = store.build(&plan.key) {
-        return Ok(built(&plan, path, true)); // built meanwhile by another mpsi
+        return built(&plan, path, true); // built meanwhile by another mpsi
     }
     let fetcher = Fetcher::new(store, reporter);
     fetcher.ensure(&[&plan.source], origin)?;
     let work = store.work_dir(name);
     let started = Instant::now();
-    let result = run(store, &plan, opts, &work, reporter);
+    let result = recipe::run(store, &plan, opts, &work, reporter);
     match result {
         Ok(mut meta) => {
             meta.seconds = started.elapsed().as_secs_f64();
@@ -245,7 +243,7 @@ pub fn ensure(
                 .with_context(|| format!("moving the build output to {}", dest.display()))?;
             fsutil::sync_dir(&store.builds_dir())?;
             store::remove_any(&work)?;
-            Ok(built(&plan, dest, false))
+            built(&plan, dest, false)
         }
         Err(e) => {
             let log = work.join("build.log");
@@ -262,199 +260,97 @@ pub fn ensure(
     }
 }
 
-fn built(plan: &Plan, path: PathBuf, cached: bool) -> Built {
-    let meta: Option<Meta> = fs::read(path.join("meta.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    Built {
+/// A stored build output, described by its `meta.json`. A record that
+/// cannot be read fails the assemble (fail closed) rather than being taken
+/// as hermetic or rebuilt over: the file only appears whole, by rename, so
+/// a broken one means the output was changed after the build and may be
+/// broken too. The error names the file and the way out.
+fn built(plan: &Plan, path: PathBuf, cached: bool) -> Result<Built> {
+    let meta = read_meta(&path).with_context(|| {
+        format!(
+            "the stored build of {:?} cannot be trusted; check the store with `mpsi store verify`, then delete {} to build it again",
+            plan.name,
+            path.display()
+        )
+    })?;
+    Ok(Built {
         name: plan.name.clone(),
         key: plan.key.clone(),
         cached,
-        hermetic: meta.as_ref().is_none_or(|m| m.hermetic),
-        seconds: meta.as_ref().map_or(0.0, |m| m.seconds),
-        phases: meta.map(|m| m.phases).unwrap_or_default(),
+        hermetic: meta.hermetic,
+        seconds: meta.seconds,
+        phases: meta.phases,
         path,
+    })
+}
+
+/// Whether a recorded build is of the lock's entry of that name, as the
+/// lock says it now.
+fn is_the_locks(meta: &Meta, lf: &LockFile, epoch: u64) -> Result<bool> {
+    let Some(b) = lf.lock.build.get(&meta.name) else {
+        return Ok(false);
+    };
+    let source = lf.input(&b.source)?;
+    Ok(meta.recipe == b.recipe
+        && meta.source_sha256 == source.sha256
+        && meta.patches == b.patches
+        && meta.cmake_flags == b.cmake_flags
+        && meta.source_date_epoch == epoch)
+}
+
+/// Reads the `meta.json` of a build output directory.
+pub fn read_meta(dir: &Path) -> Result<Meta> {
+    let path = dir.join("meta.json");
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let meta: Meta =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    let key = dir.file_name().unwrap_or_default().to_string_lossy();
+    if meta.key != key {
+        bail!("{} names build {}, not {key}", path.display(), meta.key);
     }
+    Ok(meta)
+}
+
+/// The build outputs `store gc` keeps, read from what each build recorded
+/// in its meta.json (not by planning again: that probes the host, fails
+/// where cmake is missing and would tie the roots to today's toolchain).
+/// For each build of the lock, an output is a root if its recipe, source,
+/// patches, cmake flags and clock (`epoch`) are the lock's; of those, the
+/// newest hermetic and the newest non-hermetic one are kept (an older one
+/// was made by a toolchain since replaced). Outputs whose meta.json cannot
+/// be read are no roots.
+pub fn recorded_roots(
+    store: &Store,
+    lf: &LockFile,
+    epoch: u64,
+) -> Result<std::collections::BTreeSet<String>> {
+    let mut newest: BTreeMap<(String, bool), (std::time::SystemTime, String)> = BTreeMap::new();
+    let dirs = match fs::read_dir(store.builds_dir()) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading {}", store.builds_dir().display()));
+        }
+    };
+    for entry in dirs {
+        let dir = entry?.path();
+        let Ok(meta) = read_meta(&dir) else { continue };
+        if !is_the_locks(&meta, lf, epoch)? {
+            continue;
+        }
+        let made = fs::metadata(dir.join("meta.json")).and_then(|m| m.modified())?;
+        let slot = (meta.name.clone(), meta.hermetic);
+        let candidate = (made, meta.key);
+        if newest.get(&slot).is_none_or(|current| candidate > *current) {
+            newest.insert(slot, candidate);
+        }
+    }
+    Ok(newest.into_values().map(|(_, key)| key).collect())
 }
 
 /// The work directory: `src/` (unpacked, patched), `build/` (cmake),
 /// `result/{out,debug}` (what moves into the store), `home/`, `tmp/`,
 /// `build.log`.
-fn run(
-    store: &Store,
-    plan: &Plan,
-    opts: &Options,
-    work: &Path,
-    reporter: &dyn Reporter,
-) -> Result<Meta> {
-    // A work tree left by a killed run: moved aside first (one rename), so
-    // nothing of it can be mistaken for this run's files, then deleted.
-    if work.exists() {
-        let trash = work.with_extension(format!("stale-{}", std::process::id()));
-        fs::rename(work, &trash).with_context(|| format!("moving aside {}", work.display()))?;
-        store::remove_any(&trash)?;
-    }
-    let src = work.join("src");
-    let bld = work.join("build");
-    let result = work.join("result");
-    let out = result.join("out");
-    for d in [&src, &bld, &out, &work.join("home"), &work.join("tmp")] {
-        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    let mut log = fs::File::create(work.join("build.log"))?;
-    writeln!(log, "mpsi build {} key {}", plan.name, plan.key)?;
-
-    let mut phases = Phases::default();
-    let tarball = store
-        .input(&plan.source)
-        .context("the source input vanished from the store")?;
-    reporter.note(&format!("unpacking {}", plan.source.file));
-    unpack(&tarball, &src)
-        .with_context(|| format!("unpacking {} ({})", plan.source.file, tarball.display()))?;
-    phases.done("unpack");
-
-    for (p, path) in &plan.patches {
-        reporter.note(&format!("applying {}", p.name));
-        apply_patch(&src, &p.name, path, &mut log)?;
-    }
-    phases.done("patch");
-
-    let ccache = if opts.ccache_dir.is_some() {
-        sandbox::which("ccache")
-    } else {
-        None
-    };
-    let pkg = match &plan.source.version {
-        Some(v) => format!("{}-{v}", plan.name),
-        None => plan.name.clone(),
-    };
-    // Build paths must not reach the output: __FILE__ strings and DWARF
-    // names see fixed paths instead of this store's work directory.
-    let maps = format!(
-        "-ffile-prefix-map={}=/usr/src/{pkg} -ffile-prefix-map={}=/usr/src/{pkg}/_build",
-        src.display(),
-        bld.display()
-    );
-    let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), sandbox::PATH.into()),
-        ("LC_ALL".into(), "C".into()),
-        ("LANG".into(), "C".into()),
-        ("TZ".into(), "UTC".into()),
-        ("SOURCE_DATE_EPOCH".into(), plan.epoch.to_string()),
-        ("HOME".into(), work.join("home").display().to_string()),
-        ("TMPDIR".into(), work.join("tmp").display().to_string()),
-        ("CC".into(), "gcc".into()),
-        ("CXX".into(), "g++".into()),
-        ("CFLAGS".into(), maps.clone()),
-        ("CXXFLAGS".into(), maps),
-        ("NINJA_STATUS".into(), "[%f/%t] ".into()),
-    ];
-    if ccache.is_some() {
-        let dir = opts.ccache_dir.clone().expect("checked above");
-        env.push(("CCACHE_DIR".into(), dir.display().to_string()));
-        env.push(("CCACHE_BASEDIR".into(), work.display().to_string()));
-        reporter.note(&format!(
-            "ccache found: compiler results are cached in {}",
-            dir.display()
-        ));
-        writeln!(log, "ccache: {}", dir.display())?;
-    }
-    let sb = Sandbox::new(plan.net, env.clone());
-    writeln!(
-        log,
-        "network: {:?}{}",
-        plan.net,
-        if plan.net.hermetic() {
-            ""
-        } else {
-            " (NOT hermetic: --allow-network)"
-        }
-    )?;
-
-    let mut args: Vec<String> = vec![
-        "-G".into(),
-        "Ninja".into(),
-        "-S".into(),
-        src.display().to_string(),
-        "-B".into(),
-        bld.display().to_string(),
-    ];
-    args.extend(plan.cmake_flags.iter().cloned());
-    if let Some(cc) = &ccache {
-        args.push(format!("-DCMAKE_C_COMPILER_LAUNCHER={}", cc.display()));
-        args.push(format!("-DCMAKE_CXX_COMPILER_LAUNCHER={}", cc.display()));
-    }
-    reporter.note("configuring (cmake)");
-    run_logged(&sb, "cmake", &args, work, &mut log, None, "cmake configure")?;
-    phases.done("configure");
-
-    let mut nargs = vec!["-C".to_string(), bld.display().to_string()];
-    if let Some(j) = opts.jobs {
-        nargs.push(format!("-j{j}"));
-    }
-    let bar = reporter.task(&format!("build {}", plan.name), Some(1), Unit::Steps);
-    run_logged(&sb, "ninja", &nargs, work, &mut log, Some(bar.as_ref()), "ninja")?;
-    bar.finish();
-    phases.done("build");
-    prune_objects(&bld)?;
-    phases.done("prune");
-
-    reporter.note("installing");
-    let mut install_env = env;
-    install_env.push(("DESTDIR".into(), out.display().to_string()));
-    let sb_install = Sandbox::new(plan.net, install_env);
-    run_logged(
-        &sb_install,
-        "cmake",
-        &["--install".into(), bld.display().to_string()],
-        work,
-        &mut log,
-        None,
-        "cmake --install",
-    )?;
-    // Installed: the source and build trees are done with. Removing them
-    // now, before stripping writes the debug files, keeps the peak disk
-    // use near the size of the build tree alone.
-    store::remove_any(&src)?;
-    store::remove_any(&bld)?;
-    phases.done("install");
-
-    let build_ids = if plan.strip {
-        reporter.note("stripping");
-        let ids = strip_tree(&out, &result.join("debug"))?;
-        phases.done("strip");
-        ids
-    } else {
-        Vec::new()
-    };
-    fs::copy(work.join("build.log"), result.join("build.log"))?;
-    let manifest = store::Manifest::of(&result)?;
-    fsutil::write_atomic(
-        &result.join("manifest.json"),
-        &serde_json::to_vec(&manifest)?,
-    )?;
-    phases.done("manifest");
-    Ok(Meta {
-        name: plan.name.clone(),
-        version: plan.source.version.clone(),
-        key: plan.key.clone(),
-        recipe: RECIPE.into(),
-        source: plan.source.file.clone(),
-        source_sha256: plan.source.sha256.clone(),
-        patches: plan.patches.iter().map(|(p, _)| p.clone()).collect(),
-        cmake_flags: plan.cmake_flags.clone(),
-        source_date_epoch: plan.epoch,
-        toolchain: plan.toolchain.clone(),
-        hermetic: plan.net.hermetic(),
-        network: plan.net,
-        ccache: ccache.is_some(),
-        seconds: 0.0,
-        phases: phases.done,
-        build_ids,
-        mpsi_version: env!("CARGO_PKG_VERSION").into(),
-    })
-}
-
 /// Wall-clock time of each finished step since the previous one.
 struct Phases {
     done: Vec<(String, f64)>,

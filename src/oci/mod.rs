@@ -87,31 +87,41 @@ impl Layout {
         Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
     }
 
-    fn has_blob(&self, digest: &str, size: u64) -> bool {
-        self.blob_path(digest)
-            .ok()
-            .and_then(|p| fs::metadata(p).ok())
-            .is_some_and(|m| m.len() == size)
-    }
-
-    /// Stores bytes as a blob (skipped if already there); returns its digest.
+    /// Stores bytes as a blob; returns its digest. A blob already there is
+    /// kept only if its bytes are these (documents are small: comparing
+    /// them costs nothing, and an edited one is repaired).
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<String> {
         let digest = sha256_digest(bytes);
-        if !self.has_blob(&digest, bytes.len() as u64) {
-            fsutil::write_atomic(&self.blob_path(&digest)?, bytes)?;
+        let path = self.blob_path(&digest)?;
+        if fs::read(&path).ok().as_deref() != Some(bytes) {
+            fsutil::write_atomic(&path, bytes)?;
         }
         Ok(digest)
     }
 
-    /// Stores the blob at `src` (already verified as `digest`), skipping
-    /// blobs the layout has.
+    /// Stores a copy of the blob at `src` (already verified as `digest`).
+    ///
+    /// The copy is never a hard link (an edit of the layout would reach the
+    /// store) and carries `src`'s mtime. A blob already in the layout is
+    /// kept when it is a separate file with `src`'s size and mtime (to the
+    /// nanosecond): rsync's quick check, one stat per layer instead of
+    /// re-hashing every layer on every assemble. Writing into a blob sets
+    /// its mtime to now, so an edited blob fails the check and is replaced.
+    /// (Readers of a layout verify every blob as they read it anyway.)
     pub fn put_file(&self, src: &Path, digest: &str, size: u64) -> Result<()> {
-        if self.has_blob(digest, size) {
+        let dest = self.blob_path(digest)?;
+        let from = fs::metadata(src).with_context(|| format!("reading {}", src.display()))?;
+        if from.len() != size {
+            bail!(
+                "blob {digest} at {} has {} bytes, not {size}",
+                src.display(),
+                from.len()
+            );
+        }
+        if fs::metadata(&dest).is_ok_and(|have| is_copy_of(&have, &from)) {
             return Ok(());
         }
-        let dest = self.blob_path(digest)?;
-        let _ = fs::remove_file(&dest); // a partial or wrong-size file
-        fsutil::link_or_copy(src, &dest)
+        fsutil::copy_file(src, &dest, 0o644)
     }
 
     /// Reads a blob and checks it against its digest.
@@ -257,6 +267,15 @@ impl Layout {
             ),
         }
     }
+}
+
+/// `have` is a separate file with `src`'s size and mtime.
+fn is_copy_of(have: &fs::Metadata, src: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    have.is_file()
+        && (have.dev(), have.ino()) != (src.dev(), src.ino())
+        && have.len() == src.len()
+        && (have.mtime(), have.mtime_nsec()) == (src.mtime(), src.mtime_nsec())
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //!
 //! Layout (directory names carry a format version, so a future change moves
 //! to a new directory instead of misreading an old one):
-//!   blobs/sha256/<hex>          layer blobs, written once, read-only
-//!   layers-v1/<key>.json        layer recipe key -> LayerBlob (mtime = last use)
+//!   store.lock                  shared by every mpsi using the store, exclusive for gc
+//!   blobs/sha256/<hex>          layer blobs, written once, read-only (0444)
+//!   layers-v1/<key>.json        layer recipe key -> LayerBlob and the blob's
+//!                               file stamp (entry mtime = last use)
 //!   inputs-v1/sha256/<hex>      pinned inputs (source tarballs), by content
 //!   inputs-v1/partial/<hex>     interrupted downloads, resumed with Range
 //!   builds-v1/<key>/            build outputs, by the hash of their inputs:
@@ -18,7 +20,9 @@
 //!
 //! Everything enters the store through a temporary name and a rename, after
 //! it was verified: a killed process leaves at most a temporary file or a
-//! work directory, never a wrong entry under a real name.
+//! work directory, never a wrong entry under a real name. Temporary names
+//! start with `.mpsi-tmp-`; `store gc` leaves those younger than
+//! `TEMP_GRACE` alone.
 //!
 //! Location: `--store`, else `$MPSI_STORE`, else `$XDG_CACHE_HOME/mpsi`,
 //! else `~/.cache/mpsi`.
@@ -46,8 +50,58 @@ const DIRS: [&str; 7] = [
     "logs-v1",
 ];
 
+/// Temporary files and partial downloads younger than this are in use (or
+/// about to be resumed): `store gc` leaves them alone.
+pub const TEMP_GRACE: Duration = Duration::from_secs(3600);
+
 pub struct Store {
     root: PathBuf,
+    /// Shared for every command, exclusive for `store gc`: gc never
+    /// removes what a running assemble or fetch is writing or reading.
+    _lock: fsutil::LockGuard,
+    exclusive: bool,
+}
+
+/// `store gc` found another mpsi using the store.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the store {} is in use by another mpsi (an assemble, build or fetch); run `mpsi store gc` again when it has finished",
+    root.display()
+)]
+pub struct StoreBusy {
+    pub root: PathBuf,
+}
+
+/// What a store blob's file looked like right after the store wrote it. A
+/// layer-cache hit requires the blob to look the same still (size, inode,
+/// mtime to the nanosecond): a stat instead of a re-hash, and any write to
+/// the blob or its replacement makes it a miss (the layer is written again;
+/// `commit_blob` dates blobs a second back so that even a write right after
+/// it changes the mtime). `mpsi store verify` re-hashes everything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub size: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+}
+
+impl FileStamp {
+    pub fn of(meta: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            size: meta.len(),
+            ino: meta.ino(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+        }
+    }
+}
+
+/// A layer-cache entry (`layers-v1/<key>.json`).
+#[derive(Serialize, Deserialize)]
+struct CacheEntry {
+    #[serde(flatten)]
+    blob: LayerBlob,
+    stamp: FileStamp,
 }
 
 /// Content that does not match its pin. Nothing was stored.
@@ -66,7 +120,33 @@ pub struct IntegrityError {
 }
 
 impl Store {
+    /// Opens (creating) the store, sharing it with other mpsi processes;
+    /// waits while a `store gc` runs.
     pub fn open(explicit: Option<&Path>) -> Result<Store> {
+        let root = Self::create(explicit)?;
+        let lock = fsutil::lock_shared(&root, "store")?;
+        Ok(Store {
+            root,
+            _lock: lock,
+            exclusive: false,
+        })
+    }
+
+    /// Opens the store for `gc`: alone, or not at all (`StoreBusy`) rather
+    /// than waiting for a build that may take an hour.
+    pub fn open_exclusive(explicit: Option<&Path>) -> Result<Store> {
+        let root = Self::create(explicit)?;
+        match fsutil::try_lock(&root, "store")? {
+            Some(lock) => Ok(Store {
+                root,
+                _lock: lock,
+                exclusive: true,
+            }),
+            None => Err(StoreBusy { root }.into()),
+        }
+    }
+
+    fn create(explicit: Option<&Path>) -> Result<PathBuf> {
         let root = match explicit {
             Some(p) => p.to_path_buf(),
             None => default_root()?,
@@ -75,7 +155,7 @@ impl Store {
             fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating the store at {}", root.display()))?;
         }
-        Ok(Store { root })
+        Ok(root)
     }
 
     pub fn root(&self) -> &Path {
@@ -90,13 +170,15 @@ impl Store {
         Ok(self.blobs_dir().join(hex_of(digest)?))
     }
 
-    /// The cached layer for `key`, if its blob is still there, whole.
+    /// The cached layer for `key`, if its blob is still the file the store
+    /// wrote (see `FileStamp`).
     pub fn cached_layer(&self, key: &str) -> Option<LayerBlob> {
         let path = self.root.join("layers-v1").join(format!("{key}.json"));
         let bytes = fs::read(&path).ok()?;
-        let blob: LayerBlob = serde_json::from_slice(&bytes).ok()?;
-        let meta = fs::metadata(self.blob_path(&blob.digest).ok()?).ok()?;
-        if meta.len() != blob.size {
+        // Entries without a stamp (from an older mpsi) are misses.
+        let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
+        let meta = fs::metadata(self.blob_path(&entry.blob.digest).ok()?).ok()?;
+        if FileStamp::of(&meta) != entry.stamp || meta.len() != entry.blob.size {
             return None;
         }
         // The entry's mtime records its last use, for `store gc --max-age`.
@@ -104,12 +186,33 @@ impl Store {
             .write(true)
             .open(&path)
             .and_then(|f| f.set_modified(SystemTime::now()));
-        Some(blob)
+        Some(entry.blob)
     }
 
+    /// Puts a finished layer blob (written to `tmp`, hashed on the way) in
+    /// place, read-only. It replaces a blob of that name: the new bytes are
+    /// known good, the old file may have been changed.
+    pub fn commit_blob(&self, tmp: NamedTempFile, digest: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let f = tmp.as_file();
+        f.set_modified(settled_mtime())
+            .and_then(|()| f.set_permissions(fs::Permissions::from_mode(0o444)))
+            .with_context(|| format!("making {} read-only", tmp.path().display()))?;
+        fsutil::commit(tmp, &self.blob_path(digest)?)
+    }
+
+    /// Records `key` -> `blob`, with the stamp of the blob's file as it is
+    /// now (just after `commit_blob`).
     pub fn remember_layer(&self, key: &str, blob: &LayerBlob) -> Result<()> {
+        let blob_path = self.blob_path(&blob.digest)?;
+        let meta =
+            fs::metadata(&blob_path).with_context(|| format!("reading {}", blob_path.display()))?;
+        let entry = CacheEntry {
+            blob: blob.clone(),
+            stamp: FileStamp::of(&meta),
+        };
         let path = self.root.join("layers-v1").join(format!("{key}.json"));
-        fsutil::write_atomic(&path, &serde_json::to_vec_pretty(blob)?)
+        fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&entry)?)
     }
 
     // ---- inputs ---------------------------------------------------------
@@ -163,10 +266,12 @@ impl Store {
         self.root.join("builds-v1").join(key)
     }
 
-    /// A finished build output (it only ever appears whole, by rename).
+    /// A finished build output (it only ever appears whole, by rename, so
+    /// the directory's presence is the test; its `meta.json` is read by the
+    /// caller, which fails if it cannot be).
     pub fn build(&self, key: &str) -> Option<PathBuf> {
         let p = self.build_path(key);
-        p.join("meta.json").is_file().then_some(p)
+        p.is_dir().then_some(p)
     }
 
     pub fn builds_dir(&self) -> PathBuf {
@@ -205,19 +310,21 @@ impl Store {
             let detail = fs::read(dir.join("meta.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .map(|m| {
-                    format!(
-                        "{} {}{}",
-                        m["name"].as_str().unwrap_or("?"),
-                        m["version"].as_str().unwrap_or(""),
-                        if m["hermetic"] == false {
-                            " (non-hermetic: built with network)"
-                        } else {
-                            ""
-                        }
-                    )
-                })
-                .unwrap_or_default();
+                .map_or_else(
+                    || "(meta.json unreadable: see `mpsi store verify`)".into(),
+                    |m| {
+                        format!(
+                            "{} {}{}",
+                            m["name"].as_str().unwrap_or("?"),
+                            m["version"].as_str().unwrap_or(""),
+                            if m["hermetic"] != true {
+                                " (non-hermetic: built with network)"
+                            } else {
+                                ""
+                            }
+                        )
+                    },
+                );
             l.builds.push(Item {
                 id: name,
                 size: du(&dir),
@@ -240,70 +347,25 @@ impl Store {
         Ok(l)
     }
 
-    /// Re-hashes every input, layer blob and build output file.
+    /// Re-hashes every input, layer blob and build output file; each bad
+    /// one is named with what is wrong and what to do.
     pub fn verify(&self) -> Result<Verification> {
         let mut v = Verification::default();
-        for (name, meta) in read_dir_sorted(&self.root.join("inputs-v1/sha256"))? {
-            if !meta.is_file() || !lock::is_hex64(&name) {
-                continue;
-            }
-            let path = self.root.join("inputs-v1/sha256").join(&name);
-            let (sha, _) = lock::hash_file(&path)?;
-            v.checked += 1;
-            if sha != name {
-                v.bad.push(format!(
-                    "input {}: content has sha256 {sha}; delete it and run `mpsi fetch` again",
-                    path.display()
-                ));
-            }
-        }
-        for (name, meta) in read_dir_sorted(&self.blobs_dir())? {
-            if !meta.is_file() || !lock::is_hex64(&name) {
-                continue;
-            }
-            let path = self.blobs_dir().join(&name);
-            let (sha, _) = lock::hash_file(&path)?;
-            v.checked += 1;
-            if sha != name {
-                v.bad.push(format!(
-                    "layer blob {}: content has sha256 {sha}; delete it (the next assemble rewrites it)",
-                    path.display()
-                ));
-            }
-        }
+        verify_hashed(
+            &self.root.join("inputs-v1/sha256"),
+            "input",
+            "delete it and run `mpsi fetch` again",
+            &mut v,
+        )?;
+        verify_hashed(
+            &self.blobs_dir(),
+            "layer blob",
+            "delete it (the next assemble writes it again)",
+            &mut v,
+        )?;
         for (name, meta) in read_dir_sorted(&self.builds_dir())? {
-            if !meta.is_dir() || name.starts_with('.') {
-                continue;
-            }
-            let dir = self.builds_dir().join(&name);
-            let manifest: Manifest = match fs::read(dir.join("manifest.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                Some(m) => m,
-                None => {
-                    v.bad.push(format!(
-                        "build {}: manifest.json is missing or unreadable; delete the directory",
-                        dir.display()
-                    ));
-                    continue;
-                }
-            };
-            let now = Manifest::of(&dir)?;
-            v.checked += now.files.len();
-            if now != manifest {
-                let old: BTreeSet<_> = manifest.files.iter().collect();
-                let new: BTreeSet<_> = now.files.iter().collect();
-                let diff: Vec<String> = old
-                    .symmetric_difference(&new)
-                    .take(5)
-                    .map(|f| f.path.clone())
-                    .collect();
-                v.bad.push(format!(
-                    "build {}: differs from its manifest (e.g. {}); delete the directory and assemble again",
-                    dir.display(),
-                    diff.join(", ")
-                ));
+            if meta.is_dir() && !name.starts_with('.') {
+                verify_build(&self.builds_dir().join(&name), &name, &mut v)?;
             }
         }
         Ok(v)
@@ -312,6 +374,8 @@ impl Store {
     /// Removes what nothing needs: inputs not in `keep_inputs`, builds not in
     /// `keep_builds`, layer-cache entries unused for `max_age` and blobs no
     /// cache entry names, interrupted downloads, idle work directories.
+    /// Temporary files and partial downloads younger than `TEMP_GRACE`
+    /// stay. Needs the store opened with `open_exclusive`.
     pub fn gc(
         &self,
         keep_inputs: &BTreeSet<String>,
@@ -319,74 +383,159 @@ impl Store {
         max_age: Duration,
         dry_run: bool,
     ) -> Result<Collection> {
+        anyhow::ensure!(
+            self.exclusive,
+            "store gc needs the store opened exclusively"
+        );
         let mut c = Collection {
             dry_run,
             ..Default::default()
         };
-        let remove = |path: PathBuf, c: &mut Collection| -> Result<()> {
-            let size = du(&path);
-            c.removed.push(path.display().to_string());
-            c.bytes += size;
-            if !dry_run {
-                remove_any(&path)?;
-            }
-            Ok(())
-        };
-        for (name, _) in read_dir_sorted(&self.root.join("inputs-v1/sha256"))? {
-            if !keep_inputs.contains(&name) {
-                remove(self.root.join("inputs-v1/sha256").join(name), &mut c)?;
-            }
-        }
-        for (name, _) in read_dir_sorted(&self.root.join("inputs-v1/partial"))? {
-            remove(self.root.join("inputs-v1/partial").join(name), &mut c)?;
-        }
-        for (name, _) in read_dir_sorted(&self.builds_dir())? {
-            if !keep_builds.contains(&name) {
-                remove(self.builds_dir().join(name), &mut c)?;
+        let inputs = self.root.join("inputs-v1/sha256");
+        c.sweep(&inputs, dry_run, |name| keep_inputs.contains(name))?;
+        // Every partial download is a temporary: kept while fresh (for
+        // resuming), removed when old.
+        c.sweep(&self.root.join("inputs-v1/partial"), dry_run, |_| false)?;
+        c.sweep(&self.builds_dir(), dry_run, |name| {
+            keep_builds.contains(name)
+        })?;
+        let work = self.root.join("work-v1");
+        for (name, meta) in read_dir_sorted(&work)? {
+            // A running build holds its lock; its work directory stays.
+            if meta.is_dir()
+                && let Some(_guard) = fsutil::try_lock(&work, &name)?
+            {
+                c.remove(work.join(&name), dry_run)?;
             }
         }
-        for (name, meta) in read_dir_sorted(&self.root.join("work-v1"))? {
-            if !meta.is_dir() {
+        c.sweep(&self.root.join("logs-v1"), dry_run, |name| {
+            keep_builds.contains(name.trim_end_matches(".log"))
+        })?;
+        let live_blobs = self.live_blobs(max_age, &mut c, dry_run)?;
+        c.sweep(&self.blobs_dir(), dry_run, |name| live_blobs.contains(name))?;
+        Ok(c)
+    }
+
+    /// The blobs of layer-cache entries used within `max_age`; older or
+    /// unreadable entries are removed.
+    fn live_blobs(
+        &self,
+        max_age: Duration,
+        c: &mut Collection,
+        dry_run: bool,
+    ) -> Result<BTreeSet<String>> {
+        let dir = self.root.join("layers-v1");
+        let mut live = BTreeSet::new();
+        for (name, meta) in read_dir_sorted(&dir)? {
+            let path = dir.join(&name);
+            if is_temp(&name) && age(&meta) < TEMP_GRACE {
+                c.fresh.push(path.display().to_string());
                 continue;
             }
-            let dir = self.root.join("work-v1").join(&name);
-            // A running build holds the lock; its work directory stays.
-            if let Some(_guard) = crate::fsutil::try_lock(&self.root.join("work-v1"), &name)? {
-                remove(dir, &mut c)?;
-            }
-        }
-        for (name, _) in read_dir_sorted(&self.root.join("logs-v1"))? {
-            let key = name.trim_end_matches(".log");
-            if !keep_builds.contains(key) {
-                remove(self.root.join("logs-v1").join(name), &mut c)?;
-            }
-        }
-        let now = SystemTime::now();
-        let mut live_blobs = BTreeSet::new();
-        for (name, meta) in read_dir_sorted(&self.root.join("layers-v1"))? {
-            let path = self.root.join("layers-v1").join(&name);
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or_default();
             let blob: Option<LayerBlob> = fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
             match blob {
-                Some(b) if age <= max_age => {
-                    live_blobs.insert(hex_of(&b.digest).unwrap_or("").to_string());
+                Some(b) if age(&meta) <= max_age => {
+                    live.insert(hex_of(&b.digest).unwrap_or("").to_string());
                 }
-                _ => remove(path, &mut c)?,
+                _ => c.remove(path, dry_run)?,
             }
         }
-        for (name, _) in read_dir_sorted(&self.blobs_dir())? {
-            if !live_blobs.contains(&name) {
-                remove(self.blobs_dir().join(name), &mut c)?;
-            }
-        }
-        Ok(c)
+        Ok(live)
     }
+}
+
+/// The mtime a blob gets when it is committed: a whole second before now.
+/// File times come from a coarse clock (a few milliseconds), so a write
+/// just after the commit could leave a "now" mtime as it was (git's
+/// "racily clean" problem) and pass the stamp check; any later write sets
+/// a time after this one.
+fn settled_mtime() -> SystemTime {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs().saturating_sub(1))
+}
+
+/// Whether `name` is a temporary file (`fsutil::temp_in`).
+fn is_temp(name: &str) -> bool {
+    name.starts_with(".mpsi-tmp-")
+}
+
+/// Time since the last write (zero if unknown or in the future).
+fn age(meta: &fs::Metadata) -> Duration {
+    meta.modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .unwrap_or_default()
+}
+
+/// Re-hashes every file named by its sha256 in `dir`.
+fn verify_hashed(dir: &Path, what: &str, fix: &str, v: &mut Verification) -> Result<()> {
+    for (name, meta) in read_dir_sorted(dir)? {
+        if !meta.is_file() || !lock::is_hex64(&name) {
+            continue;
+        }
+        let path = dir.join(&name);
+        v.checked += 1;
+        match lock::hash_file(&path) {
+            Ok((sha, _)) if sha == name => {}
+            Ok((sha, _)) => v.bad.push(format!(
+                "{what} {}: content has sha256 {sha}; {fix}",
+                path.display()
+            )),
+            Err(e) => v.bad.push(format!(
+                "{what} {}: cannot be read ({e}); {fix}",
+                path.display()
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// Checks a build output against its manifest.json, and that its
+/// meta.json is readable and names it.
+fn verify_build(dir: &Path, key: &str, v: &mut Verification) -> Result<()> {
+    let meta: Option<serde_json::Value> = fs::read(dir.join("meta.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if meta.as_ref().is_none_or(|m| m["key"] != key) {
+        v.bad.push(format!(
+            "build {}: meta.json is missing, unreadable or names another build; delete the directory and assemble again",
+            dir.display()
+        ));
+    }
+    let manifest: Manifest = match fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        Some(m) => m,
+        None => {
+            v.bad.push(format!(
+                "build {}: manifest.json is missing or unreadable; delete the directory and assemble again",
+                dir.display()
+            ));
+            return Ok(());
+        }
+    };
+    let now = Manifest::of(dir)?;
+    v.checked += now.files.len();
+    if now != manifest {
+        let old: BTreeSet<_> = manifest.files.iter().collect();
+        let new: BTreeSet<_> = now.files.iter().collect();
+        let diff: Vec<String> = old
+            .symmetric_difference(&new)
+            .take(5)
+            .map(|f| f.path.clone())
+            .collect();
+        v.bad.push(format!(
+            "build {}: differs from its manifest (e.g. {}); delete the directory and assemble again",
+            dir.display(),
+            diff.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Streams an input into a temporary file beside its final place; `finish`
@@ -518,6 +667,35 @@ pub struct Collection {
     pub dry_run: bool,
     pub removed: Vec<String>,
     pub bytes: u64,
+    /// Temporaries left alone because they are younger than `TEMP_GRACE`.
+    pub fresh: Vec<String>,
+}
+
+impl Collection {
+    fn remove(&mut self, path: PathBuf, dry_run: bool) -> Result<()> {
+        self.bytes += du(&path);
+        self.removed.push(path.display().to_string());
+        if !dry_run {
+            remove_any(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every entry of `dir` that `keep` does not accept, except
+    /// fresh temporaries (in `inputs-v1/partial`, every entry is one).
+    fn sweep(&mut self, dir: &Path, dry_run: bool, keep: impl Fn(&str) -> bool) -> Result<()> {
+        let partial = dir.ends_with("inputs-v1/partial");
+        for (name, meta) in read_dir_sorted(dir)? {
+            let path = dir.join(&name);
+            let temp = partial || is_temp(&name);
+            if temp && age(&meta) < TEMP_GRACE {
+                self.fresh.push(path.display().to_string());
+            } else if temp || !keep(&name) {
+                self.remove(path, dry_run)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, fs::Metadata)>> {
@@ -652,7 +830,7 @@ mod tests {
     #[test]
     fn gc_keeps_roots() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(Some(tmp.path())).unwrap();
+        let store = Store::open_exclusive(Some(tmp.path())).unwrap();
         for data in [&b"keep"[..], b"drop"] {
             let i = input(data);
             let mut w = store.input_writer(&i).unwrap();
@@ -675,5 +853,107 @@ mod tests {
         assert!(store.build_path("k1").exists());
         assert!(store.input(&input(b"keep")).is_some());
         assert!(store.input(&input(b"drop")).is_none());
+    }
+
+    fn blob_of(data: &[u8]) -> LayerBlob {
+        LayerBlob {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            digest: crate::model::digest::sha256_digest(data),
+            size: data.len() as u64,
+            diff_id: crate::model::digest::sha256_digest(data),
+            uncompressed_size: data.len() as u64,
+            entries: 0,
+        }
+    }
+
+    #[test]
+    fn a_cache_hit_needs_the_blob_as_the_store_wrote_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(Some(tmp.path())).unwrap();
+        let blob = blob_of(b"layer bytes");
+        let mut t = fsutil::temp_in(&store.blobs_dir()).unwrap();
+        t.write_all(b"layer bytes").unwrap();
+        store.commit_blob(t, &blob.digest).unwrap();
+        store.remember_layer("k", &blob).unwrap();
+        let path = store.blob_path(&blob.digest).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o444, "store blobs are read-only");
+        assert_eq!(store.cached_layer("k"), Some(blob.clone()));
+
+        // An edit in place, same size: a miss.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut f = fs::File::options().write(true).open(&path).unwrap();
+        f.write_all(b"LAYER").unwrap();
+        drop(f);
+        assert_eq!(fs::metadata(&path).unwrap().len(), blob.size);
+        assert_eq!(store.cached_layer("k"), None);
+        assert_eq!(store.verify().unwrap().bad.len(), 1);
+
+        // Written again: a hit again, and verify is clean.
+        let mut t = fsutil::temp_in(&store.blobs_dir()).unwrap();
+        t.write_all(b"layer bytes").unwrap();
+        store.commit_blob(t, &blob.digest).unwrap();
+        store.remember_layer("k", &blob).unwrap();
+        assert_eq!(store.cached_layer("k"), Some(blob));
+        assert!(store.verify().unwrap().bad.is_empty());
+
+        // An entry without a stamp (an older mpsi's) is a miss.
+        fs::write(
+            tmp.path().join("layers-v1/old.json"),
+            serde_json::to_vec(&blob_of(b"layer bytes")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(store.cached_layer("old"), None);
+    }
+
+    #[test]
+    fn gc_leaves_fresh_temporaries_and_needs_the_store_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let user = Store::open(Some(tmp.path())).unwrap();
+        let busy = Store::open_exclusive(Some(tmp.path())).err().unwrap();
+        assert!(busy.is::<StoreBusy>(), "{busy:#}");
+        drop(user);
+        let store = Store::open_exclusive(Some(tmp.path())).unwrap();
+        assert!(Store::open_exclusive(Some(tmp.path())).is_err());
+        let hex = "ab".repeat(32);
+        let old = SystemTime::now() - 2 * TEMP_GRACE;
+        let mut fresh = Vec::new();
+        let mut stale = Vec::new();
+        for dir in ["blobs/sha256", "layers-v1", "inputs-v1/sha256"] {
+            for (name, list) in [(".mpsi-tmp-new", &mut fresh), (".mpsi-tmp-old", &mut stale)] {
+                let p = tmp.path().join(dir).join(name);
+                fs::write(&p, b"in flight").unwrap();
+                list.push(p);
+            }
+        }
+        for (name, list) in [(hex.as_str(), &mut fresh), ("0123", &mut stale)] {
+            let p = tmp.path().join("inputs-v1/partial").join(name);
+            fs::write(&p, b"half a download").unwrap();
+            list.push(p);
+        }
+        for p in &stale {
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let c = store
+            .gc(
+                &BTreeSet::new(),
+                &BTreeSet::new(),
+                Duration::from_secs(3600),
+                false,
+            )
+            .unwrap();
+        for p in &fresh {
+            assert!(p.exists(), "{} was removed: {c:?}", p.display());
+        }
+        for p in &stale {
+            assert!(!p.exists(), "{} was kept: {c:?}", p.display());
+        }
+        assert_eq!(c.fresh.len(), fresh.len());
     }
 }

@@ -419,3 +419,14 @@ pub fn image_digests(report: &serde_json::Value) -> serde_json::Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+/// `mpsi export` of the image in `layout` as `format` into `file`.
+pub fn export(store: &Path, layout: &Path, format: &str, file: &Path) {
+    run_ok(
+        mpsi(store)
+            .args(["export", "--format", format, "-o"])
+            .arg(file)
+            .arg("-l")
+            .arg(layout),
+    );
+}
