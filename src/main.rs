@@ -3,6 +3,7 @@
 mod assemble;
 mod build;
 mod cli;
+mod elf;
 mod fetch;
 mod fsutil;
 mod layer;
@@ -311,6 +312,7 @@ fn run(cli: Cli) -> Result<()> {
             output(cli.json, &report, || {
                 println!("assembled {} ({})", report.image, report.manifest_digest);
                 println!("  layout  {}", report.layout.display());
+                println!("  elf     {}", report.elf_check);
                 for b in &report.builds {
                     println!(
                         "  build   {:<20} {}{}{}",

@@ -5,6 +5,7 @@ pub mod docs;
 pub mod dry_run;
 
 use crate::build::{self, Built};
+use crate::elf;
 use crate::fetch::Origin;
 use crate::fsutil;
 use crate::layer::compress::Compression;
@@ -50,6 +51,8 @@ pub struct Report {
     /// Build outputs the layers take files from.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub builds: Vec<Built>,
+    /// The ELF closure check over the merged layers, or why it was skipped.
+    pub elf_check: elf::ElfCheck,
     pub layers: Vec<LayerReport>,
 }
 
@@ -99,7 +102,9 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
         .iter()
         .map(|b| (b.name.clone(), b.path.join("out")))
         .collect();
-    let layers = write_layers(spec, store, opts, enc, &roots, reporter)?;
+    let gathered = gather(spec, &roots)?;
+    let elf_check = elf::check_layers(&gathered, elf_skip(spec), reporter)?;
+    let layers = write_layers(spec, store, opts, enc, &gathered, reporter)?;
 
     let image = image_of(spec, store, &tag, epoch, &layers)?;
     LayoutSink {
@@ -115,7 +120,27 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
         config_digest: image.config_digest(),
         source_date_epoch: epoch,
         builds,
+        elf_check,
         layers,
+    })
+}
+
+/// Every layer's entries, in order: the check sees the whole image before
+/// any layer is written (a cached layer is gathered all the same).
+fn gather(spec: &Spec, roots: &BTreeMap<String, PathBuf>) -> Result<Vec<Vec<rootfs::Entry>>> {
+    spec.layers
+        .iter()
+        .map(|l| rootfs::collect(l, roots).with_context(|| format!("gathering layer {:?}", l.name)))
+        .collect()
+}
+
+/// Why the ELF check is off for this spec, if it is.
+fn elf_skip(spec: &Spec) -> Option<String> {
+    (!spec.image.check_elf).then(|| {
+        format!(
+            "image.check_elf = false in {} (see the comment there)",
+            spec.file.display()
+        )
     })
 }
 
@@ -170,14 +195,12 @@ fn write_layers(
     store: &Store,
     opts: &Options,
     enc: Encoding,
-    roots: &BTreeMap<String, PathBuf>,
+    gathered: &[Vec<rootfs::Entry>],
     reporter: &dyn Reporter,
 ) -> Result<Vec<LayerReport>> {
     let mut layers = Vec::new();
-    for (i, l) in spec.layers.iter().enumerate() {
-        let entries =
-            rootfs::collect(l, roots).with_context(|| format!("gathering layer {:?}", l.name))?;
-        let key = layer::cache_key(&entries, enc);
+    for (i, (l, entries)) in spec.layers.iter().zip(gathered).enumerate() {
+        let key = layer::cache_key(entries, enc);
         let cached = if opts.use_cache {
             store.cached_layer(&key)
         } else {
@@ -189,7 +212,7 @@ fn write_layers(
                 let total: u64 = entries.iter().map(|e| e.content_len()).sum();
                 let label = format!("layer {}/{} {}", i + 1, spec.layers.len(), l.name);
                 let task = reporter.task(&label, Some(total), Unit::Bytes);
-                let blob = write_into_store(store, &entries, enc, opts.threads, task.as_ref())
+                let blob = write_into_store(store, entries, enc, opts.threads, task.as_ref())
                     .with_context(|| format!("writing layer {:?}", l.name))?;
                 task.finish();
                 store.remember_layer(&key, &blob)?;

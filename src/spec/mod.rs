@@ -96,6 +96,8 @@ pub struct ImageMeta {
     pub source: Option<String>,
     pub revision: Option<String>,
     pub annotations: BTreeMap<String, String>,
+    /// Run the ELF closure check at assemble time (`check_elf`, default true).
+    pub check_elf: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -206,6 +208,7 @@ struct RawImage {
     revision: Option<String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    check_elf: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -495,6 +498,7 @@ fn image_meta(ctx: &Ctx, raw: RawImage) -> Result<ImageMeta, SpecError> {
         source: raw.source,
         revision: raw.revision,
         annotations: raw.annotations,
+        check_elf: raw.check_elf.unwrap_or(true),
     })
 }
 
@@ -878,7 +882,10 @@ mod tests {
         assert_eq!(s.image.tag, "latest");
         assert_eq!(s.image.compression, Compression::Gzip);
         assert_eq!(s.image.compression_level, 6);
+        assert!(s.image.check_elf, "the ELF closure check is on by default");
         assert_eq!(s.layers.len(), 1);
+        let off = MINIMAL.replace("[image]\n", "[image]\ncheck_elf = false\n");
+        assert!(!parse(&off).unwrap().image.check_elf);
     }
 
     #[test]
