@@ -99,7 +99,11 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
         .iter()
         .map(|b| (b.name.clone(), b.path.join("out")))
         .collect();
-    let layers = write_layers(spec, store, opts, enc, &roots, reporter)?;
+    let debs = match &lock {
+        Some(lf) if wants_packages(spec) => ensure_packages(lf, store, &opts.inputs, reporter)?,
+        _ => Vec::new(),
+    };
+    let layers = write_layers(spec, store, opts, enc, &roots, &debs, reporter)?;
 
     let image = image_of(spec, store, &tag, epoch, &layers)?;
     LayoutSink {
@@ -149,6 +153,45 @@ pub fn wanted_builds(spec: &Spec) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether a layer takes the lock's runtime packages.
+pub fn wants_packages(spec: &Spec) -> bool {
+    spec.layers
+        .iter()
+        .flat_map(|l| &l.sources)
+        .any(|s| matches!(s, Source::Packages { .. }))
+}
+
+/// The lock's runtime packages (a `[[layer.packages]]` source needs them),
+/// as `.deb` files in the store, fetched from `origin` if missing.
+fn ensure_packages(
+    lf: &LockFile,
+    store: &Store,
+    origin: &Origin,
+    reporter: &dyn Reporter,
+) -> Result<Vec<PathBuf>> {
+    let pins = &lf.lock.runtime.packages;
+    if pins.is_empty() {
+        return Err(crate::lock::LockError::Invalid {
+            file: lf.path.clone(),
+            message: "a layer takes the runtime packages, but the lock pins none: \
+set `roots` under [runtime] and run `mpsi lock --runtime`"
+                .into(),
+        }
+        .into());
+    }
+    let inputs: Vec<_> = pins.iter().map(|p| p.input()).collect();
+    let refs: Vec<_> = inputs.iter().collect();
+    crate::fetch::Fetcher::new(store, reporter).ensure(&refs, origin)?;
+    inputs
+        .iter()
+        .map(|i| {
+            store
+                .input(i)
+                .with_context(|| format!("{} vanished from the store", i.file))
+        })
+        .collect()
+}
+
 /// Each named build, taken from the store or built (fetching its inputs)
 /// if its key is new.
 fn ensure_builds(
@@ -171,12 +214,13 @@ fn write_layers(
     opts: &Options,
     enc: Encoding,
     roots: &BTreeMap<String, PathBuf>,
+    debs: &[PathBuf],
     reporter: &dyn Reporter,
 ) -> Result<Vec<LayerReport>> {
     let mut layers = Vec::new();
     for (i, l) in spec.layers.iter().enumerate() {
         let entries =
-            rootfs::collect(l, roots).with_context(|| format!("gathering layer {:?}", l.name))?;
+            rootfs::collect(l, roots, debs).with_context(|| format!("gathering layer {:?}", l.name))?;
         let key = layer::cache_key(&entries, enc);
         let cached = if opts.use_cache {
             store.cached_layer(&key)

@@ -1,0 +1,213 @@
+//! Runtime packages: `.deb` files read by mpsi itself into a layer (merged
+//! /usr, the packages' modes, owners and links) with the dpkg database, read
+//! back by dpkg's own tools. Tiny packages are built here with dpkg-deb, so
+//! these tests need no network.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Builds `NAME_1.0_all.deb` in `out` from `files` (path, content, mode),
+/// compressed with `z` (xz, zstd or gzip), with the owners on disk (the
+/// tests run as root, as CI does, to chown a file).
+fn build_deb(out: &Path, name: &str, z: &str, files: &[(&str, &str, u32)], extra: impl Fn(&Path)) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let root = out.join(format!("{name}-root"));
+    fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: 1.0-1\nArchitecture: {}\nMaintainer: Test <t@example.org>\n\
+Description: test package {name}\n a tiny package built by the test\n{}",
+            if name == "b" { "amd64" } else { "all" },
+            // b is a Multi-Arch: same library, whose dpkg files are named b:amd64.*
+            if name == "b" { "Multi-Arch: same\n" } else { "" }
+        ),
+    )
+    .unwrap();
+    let mut sums = String::new();
+    for (path, content, mode) in files {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+        if !path.starts_with("etc/") {
+            sums.push_str(&format!("{}  {path}\n", md5_hex(content.as_bytes())));
+        }
+    }
+    extra(&root);
+    fs::write(root.join("DEBIAN/md5sums"), sums).unwrap();
+    let deb = out.join(format!("{name}_1.0-1_all.deb"));
+    run_ok(
+        Command::new(require_tool("dpkg-deb"))
+            .args(["-Z", z, "--build"])
+            .arg(&root)
+            .arg(&deb),
+    );
+    deb
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    let out = Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..32].to_string()
+}
+
+/// A lock pinning `debs` as runtime packages, and a spec with one
+/// `[[layer.packages]]` layer.
+fn lock_and_spec(dir: &Path, debs: &[PathBuf]) -> PathBuf {
+    let mut lock = String::from("version = 1\nsource_date_epoch = 1700000000\n\n[runtime]\nroots = [\"a\"]\n");
+    for d in debs {
+        let data = fs::read(d).unwrap();
+        let file = d.file_name().unwrap().to_str().unwrap();
+        let name = file.split('_').next().unwrap();
+        lock.push_str(&format!(
+            "\n[[runtime.package]]\nname = \"{name}\"\nversion = \"1.0-1\"\narchitecture = \"all\"\nfile = \"{file}\"\n\
+size = {}\nsha256 = \"{}\"\nurl = \"http://127.0.0.1:9/{file}\"\n",
+            data.len(),
+            sha256_hex(&data)
+        ));
+    }
+    fs::write(dir.join("mpsi.lock"), lock).unwrap();
+    let spec = dir.join("image.toml");
+    fs::write(
+        &spec,
+        "lock = \"mpsi.lock\"\n[image]\nname = \"rt-test\"\n\n[[layer]]\nname = \"runtime\"\n\
+[[layer.packages]]\nfrom_lock = \"runtime\"\n",
+    )
+    .unwrap();
+    spec
+}
+
+/// Unpacks the layers of an assembled layout into `dest` with tar(1).
+fn unpack_layers(layout: &Path, report: &serde_json::Value, dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    for l in report["layers"].as_array().unwrap() {
+        let digest = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let blob = layout.join("blobs/sha256").join(digest);
+        run_ok(
+            Command::new(require_tool("tar"))
+                .arg("-xzf")
+                .arg(&blob)
+                .arg("-C")
+                .arg(dest),
+        );
+    }
+}
+
+fn layer_listing(layout: &Path, report: &serde_json::Value) -> String {
+    let digest = report["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let out = run_ok(
+        Command::new(require_tool("tar"))
+            .args(["-tvzf"])
+            .arg(layout.join("blobs/sha256").join(digest))
+            .args(["--numeric-owner"]),
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn tiny_packages(dir: &Path) -> Vec<PathBuf> {
+    let a = build_deb(
+        dir,
+        "a",
+        "xz",
+        &[("bin/hello", "#!/bin/sh\necho hello\n", 0o755), ("etc/a.conf", "x=1\n", 0o644)],
+        |root| {
+            fs::write(root.join("DEBIAN/conffiles"), "/etc/a.conf\n").unwrap();
+            std::os::unix::fs::symlink("hello", root.join("bin/hi")).unwrap();
+            fs::hard_link(root.join("bin/hello"), root.join("bin/another")).unwrap();
+            std::os::unix::fs::chown(root.join("etc/a.conf"), Some(1000), Some(1001)).unwrap();
+        },
+    );
+    let b = build_deb(dir, "b", "zstd", &[("usr/lib/b/lib.txt", "b\n", 0o644)], |_| {});
+    let c = build_deb(dir, "c", "gzip", &[("lib/c/data", "c\n", 0o600)], |_| {});
+    vec![a, b, c]
+}
+
+#[test]
+fn packages_become_a_merged_usr_layer_with_a_dpkg_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs_dir = tmp.path().join("debs");
+    fs::create_dir_all(&debs_dir).unwrap();
+    let debs = tiny_packages(&debs_dir);
+    let spec = lock_and_spec(tmp.path(), &debs);
+    let store = tmp.path().join("store");
+    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(tmp.path().join("mpsi.lock")).arg("--from").arg(&debs_dir));
+    let layout = tmp.path().join("oci");
+    let report = assemble(&store, &spec, &layout);
+
+    let listing = layer_listing(&layout, &report);
+    for want in [
+        "bin -> usr/bin",
+        "lib -> usr/lib",
+        "lib64 -> usr/lib64",
+        "sbin -> usr/sbin",
+        "usr/bin/hi -> hello",
+        "usr/bin/hello link to usr/bin/another",
+        "-rw------- 0/0               2 2023-11-14 22:13 usr/lib/c/data",
+        "-rw-r--r-- 1000/1001         4 2023-11-14 22:13 etc/a.conf",
+        "var/lib/dpkg/status",
+        "var/lib/dpkg/info/a.list",
+        "var/lib/dpkg/info/a.md5sums",
+        "var/lib/dpkg/info/b:amd64.list",
+        "var/lib/dpkg/info/format",
+    ] {
+        assert!(listing.contains(want), "{want:?} not in the layer:\n{listing}");
+    }
+    assert!(!listing.contains(" bin/hello"), "package paths are moved into usr/:\n{listing}");
+
+    // dpkg's own readers accept the database.
+    let root = tmp.path().join("root");
+    unpack_layers(&layout, &report, &root);
+    let admin = root.join("var/lib/dpkg");
+    let out = run_ok(
+        Command::new(require_tool("dpkg-query"))
+            .arg(format!("--admindir={}", admin.display()))
+            .arg("-W"),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\t1.0-1\nb:amd64\t1.0-1\nc\t1.0-1\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let out = run_ok(Command::new(require_tool("dpkg")).arg(format!("--root={}", root.display())).arg("--verify"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "dpkg --verify found problems");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "dpkg --verify warned");
+
+    // An edited file is what dpkg --verify reports: the check is real.
+    fs::write(root.join("usr/lib/b/lib.txt"), "changed\n").unwrap();
+    let out = Command::new("dpkg").arg(format!("--root={}", root.display())).arg("--verify").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/usr/lib/b/lib.txt"));
+}
+
+#[test]
+fn two_packages_shipping_one_path_differently_is_an_error_naming_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs_dir = tmp.path().join("debs");
+    fs::create_dir_all(&debs_dir).unwrap();
+    let a = build_deb(&debs_dir, "one", "xz", &[("usr/bin/tool", "one\n", 0o755)], |_| {});
+    // Shipped as /bin/tool: the same image path once /usr is merged.
+    let b = build_deb(&debs_dir, "two", "gzip", &[("bin/tool", "two\n", 0o755)], |_| {});
+    let same = build_deb(&debs_dir, "three", "gzip", &[("usr/bin/tool", "one\n", 0o755)], |_| {});
+    let store = tmp.path().join("store");
+
+    let spec = lock_and_spec(tmp.path(), &[a.clone(), same]);
+    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(tmp.path().join("mpsi.lock")).arg("--from").arg(&debs_dir));
+    assemble(&store, &spec, &tmp.path().join("ok"));
+
+    let spec = lock_and_spec(tmp.path(), &[a, b]);
+    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(tmp.path().join("mpsi.lock")).arg("--from").arg(&debs_dir));
+    let (_, err) = run_fail(mpsi(&store).arg("assemble").arg(&spec).arg("-o").arg(tmp.path().join("oci")));
+    assert!(
+        err.contains("/usr/bin/tool") && err.contains("package one 1.0-1") && err.contains("package two 1.0-1"),
+        "{err}"
+    );
+}
