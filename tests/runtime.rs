@@ -211,3 +211,193 @@ fn two_packages_shipping_one_path_differently_is_an_error_naming_both() {
         "{err}"
     );
 }
+
+// ---- the real runtime packages of mpsi.lock ---------------------------------
+
+/// The repository's lock with only its runtime section (no source tarball
+/// or build), and a spec with only the runtime layer, in `dir`.
+fn real_runtime(dir: &Path) -> (PathBuf, PathBuf) {
+    let repo_lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("mpsi.lock");
+    let mut lock: toml::Table = toml::from_str(&fs::read_to_string(repo_lock).unwrap()).unwrap();
+    lock.remove("input");
+    lock.remove("build");
+    let lock_path = dir.join("mpsi.lock");
+    fs::write(&lock_path, toml::to_string(&lock).unwrap()).unwrap();
+    let spec = dir.join("runtime.toml");
+    fs::write(
+        &spec,
+        "lock = \"mpsi.lock\"\n[image]\nname = \"mpsi-test/runtime\"\ntag = \"v1\"\n\n\
+[config]\nenv = [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"]\n\n\
+[[layer]]\nname = \"runtime\"\n[[layer.packages]]\nfrom_lock = \"runtime\"\n",
+    )
+    .unwrap();
+    (lock_path, spec)
+}
+
+/// `name version` of each runtime package pinned in a lock, sorted.
+fn pinned(lock: &Path) -> Vec<String> {
+    let lock: toml::Table = toml::from_str(&fs::read_to_string(lock).unwrap()).unwrap();
+    let mut out: Vec<String> = lock["runtime"]["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{} {}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// apt's package lists, which `mpsi lock --runtime` reads.
+fn require_apt_lists() {
+    let out = Command::new(require_tool("apt-cache"))
+        .args(["show", "--no-all-versions", "bash"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\nFilename: "),
+        "apt has no package lists: run `apt-get update` (as .ci/test does) before this test"
+    );
+}
+
+#[test]
+fn lock_runtime_pins_the_closure_from_apt() {
+    require_apt_lists();
+    let tmp = tempfile::tempdir().unwrap();
+    let lock = tmp.path().join("mpsi.lock");
+    fs::write(
+        &lock,
+        "version = 1\nsource_date_epoch = 0\n\n[runtime]\nroots = [\"bash\", \"mawk\"]\n\n\
+[[runtime.exclude]]\nname = \"libtinfo6\"\nreason = \"left out by the test\"\n",
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    let out = json(&run_ok(mpsi(&store).args(["lock", "--runtime", "--json", "--lock"]).arg(&lock)));
+    assert_eq!(out["runtime"]["changed"], true);
+    let names: Vec<String> = pinned(&lock).iter().map(|p| p.split(' ').next().unwrap().to_string()).collect();
+    // bash -> base-files (Pre-Depends: awk, provided by the mawk root),
+    // debianutils, libc6 -> libgcc-s1 -> gcc-12-base; libtinfo6 is excluded.
+    for want in ["bash", "base-files", "debianutils", "libc6", "libgcc-s1", "mawk"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "libtinfo6"), "{names:?}");
+
+    // The pins are apt's own: compare libc6 with apt-cache.
+    let show = run_ok(Command::new("apt-cache").args(["show", "--no-all-versions", "libc6"]));
+    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    let text = fs::read_to_string(&lock).unwrap();
+    let sha = show.lines().find_map(|l| l.strip_prefix("SHA256: ")).unwrap();
+    assert!(text.contains(&format!("sha256 = \"{sha}\"")), "{text}");
+    assert!(text.contains("url = \"https://"), "{text}");
+
+    // Unchanged metadata: nothing to write.
+    let out = json(&run_ok(mpsi(&store).args(["lock", "--runtime", "--json", "--lock"]).arg(&lock)));
+    assert_eq!(out["runtime"]["changed"], false);
+
+    // A virtual name nothing provides is explained.
+    fs::write(&lock, "version = 1\nsource_date_epoch = 0\n\n[runtime]\nroots = [\"awk\"]\n").unwrap();
+    let (_, err) = run_fail(mpsi(&store).args(["lock", "--runtime", "--lock"]).arg(&lock));
+    assert!(err.contains("\"awk\"") && err.contains("provider"), "{err}");
+}
+
+#[test]
+fn pinned_debian_packages_verify_with_dpkg_and_travel_in_a_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lock, spec) = real_runtime(tmp.path());
+    let store = tmp.path().join("store");
+    // From Debian's archive, checked against the pins like any input.
+    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(&lock));
+    let layout = tmp.path().join("oci");
+    let report = assemble(&store, &spec, &layout);
+
+    let root = tmp.path().join("root");
+    unpack_layers(&layout, &report, &root);
+    assert_eq!(fs::read_link(root.join("bin")).unwrap(), Path::new("usr/bin"));
+    assert!(root.join("usr/bin/bash").is_file());
+    assert!(root.join("usr/lib64/ld-linux-x86-64.so.2").exists());
+    let out = run_ok(
+        Command::new(require_tool("dpkg-query"))
+            .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+            .args(["-W", "-f", "${Package} ${Version}\\n"]),
+    );
+    let mut listed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    listed.sort();
+    assert_eq!(listed, pinned(&lock));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let out = run_ok(Command::new(require_tool("dpkg")).arg(format!("--root={}", root.display())).arg("--verify"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "dpkg --verify found problems");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "dpkg --verify warned");
+
+    // The packages go into a bundle, and an offline assemble from it in a
+    // fresh store gives the same image.
+    let bundle = tmp.path().join("inputs.tar");
+    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(&lock).arg("--bundle").arg(&bundle));
+    let store2 = tmp.path().join("store2");
+    let again = json(&run_ok(
+        mpsi(&store2)
+            .arg("assemble")
+            .arg(&spec)
+            .arg("-o")
+            .arg(tmp.path().join("oci2"))
+            .args(["--offline", "--json", "--inputs"])
+            .arg(&bundle),
+    ));
+    assert_eq!(again["manifest_digest"], report["manifest_digest"]);
+    let (_, err) = run_fail(
+        mpsi(&tmp.path().join("store3"))
+            .arg("assemble")
+            .arg(&spec)
+            .arg("-o")
+            .arg(tmp.path().join("oci3"))
+            .arg("--offline"),
+    );
+    assert!(err.contains("deb:") && err.contains("--offline"), "{err}");
+}
+
+#[test]
+#[ignore = "needs a Docker engine (MPSI_TEST_DOCKER_HOST); .ci/test runs it with --ignored"]
+fn the_runtime_layer_starts_a_shell_in_docker() {
+    let host = std::env::var("MPSI_TEST_DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .expect("MPSI_TEST_DOCKER_HOST must name a Docker engine (bash .ci/test starts a private dockerd)");
+    let tmp = tempfile::tempdir().unwrap();
+    let (lock, spec) = real_runtime(tmp.path());
+    let store = tmp.path().join("store");
+    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(&lock));
+    let layout = tmp.path().join("oci");
+    assemble(&store, &spec, &layout);
+
+    let docker = || {
+        let mut c = Command::new(require_tool("docker"));
+        c.env("DOCKER_HOST", &host);
+        c
+    };
+    let mut export = mpsi(&store)
+        .args(["export", "--format", "docker-archive", "-o", "-", "-l"])
+        .arg(&layout)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = docker().arg("load").stdin(export.stdout.take().unwrap()).output().unwrap();
+    assert!(export.wait().unwrap().success());
+    assert!(load.status.success(), "docker load: {}", String::from_utf8_lossy(&load.stderr));
+
+    let out = run_ok(docker().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "mpsi-test/runtime:v1",
+        "bash",
+        "-c",
+        "echo ok; ls /usr/bin | wc -l; date -u -d @0 +%Y; TZ=Europe/Paris date -d @0 +%H",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "ok");
+    assert!(lines[1].parse::<u32>().unwrap() > 100, "{text}");
+    assert_eq!(lines[2], "1970", "{text}");
+    // tzdata's zone files are there: Paris was UTC+1 at the epoch.
+    assert_eq!(lines[3], "01", "{text}");
+    let _ = docker().args(["rmi", "mpsi-test/runtime:v1"]).output();
+}
