@@ -67,6 +67,11 @@ fn md5_hex(data: &[u8]) -> String {
 /// A lock pinning `debs` as runtime packages, and a spec with one
 /// `[[layer.packages]]` layer.
 fn lock_and_spec(dir: &Path, debs: &[PathBuf]) -> PathBuf {
+    lock_and_spec_with(dir, debs, "")
+}
+
+/// As `lock_and_spec`, with `extra` lines in the `[[layer.packages]]` table.
+fn lock_and_spec_with(dir: &Path, debs: &[PathBuf], extra: &str) -> PathBuf {
     let mut lock = String::from("version = 1\nsource_date_epoch = 1700000000\n\n[runtime]\nroots = [\"a\"]\n");
     for d in debs {
         let data = fs::read(d).unwrap();
@@ -83,8 +88,10 @@ size = {}\nsha256 = \"{}\"\nurl = \"http://127.0.0.1:9/{file}\"\n",
     let spec = dir.join("image.toml");
     fs::write(
         &spec,
-        "lock = \"mpsi.lock\"\n[image]\nname = \"rt-test\"\n\n[[layer]]\nname = \"runtime\"\n\
-[[layer.packages]]\nfrom_lock = \"runtime\"\n",
+        format!(
+            "lock = \"mpsi.lock\"\n[image]\nname = \"rt-test\"\n\n[[layer]]\nname = \"runtime\"\n\
+[[layer.packages]]\nfrom_lock = \"runtime\"\n{extra}"
+        ),
     )
     .unwrap();
     spec
@@ -122,7 +129,12 @@ fn tiny_packages(dir: &Path) -> Vec<PathBuf> {
         dir,
         "a",
         "xz",
-        &[("bin/hello", "#!/bin/sh\necho hello\n", 0o755), ("etc/a.conf", "x=1\n", 0o644)],
+        &[
+            ("bin/hello", "#!/bin/sh\necho hello\n", 0o755),
+            ("etc/a.conf", "x=1\n", 0o644),
+            ("usr/share/doc/a/README", "read me\n", 0o644),
+            ("usr/share/doc/a/copyright", "GPL\n", 0o644),
+        ],
         |root| {
             fs::write(root.join("DEBIAN/conffiles"), "/etc/a.conf\n").unwrap();
             std::os::unix::fs::symlink("hello", root.join("bin/hi")).unwrap();
@@ -189,6 +201,32 @@ fn packages_become_a_merged_usr_layer_with_a_dpkg_database() {
 }
 
 #[test]
+fn excluded_paths_leave_the_layer_and_the_dpkg_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs_dir = tmp.path().join("debs");
+    fs::create_dir_all(&debs_dir).unwrap();
+    let debs = tiny_packages(&debs_dir);
+    let spec = lock_and_spec_with(
+        tmp.path(),
+        &debs,
+        "exclude = [\"usr/share/doc/**\"]\nkeep = [\"usr/share/doc/*/copyright\"]\n",
+    );
+    let store = tmp.path().join("store");
+    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(tmp.path().join("mpsi.lock")).arg("--from").arg(&debs_dir));
+    let layout = tmp.path().join("oci");
+    let report = assemble(&store, &spec, &layout);
+    let root = tmp.path().join("root");
+    unpack_layers(&layout, &report, &root);
+    assert!(!root.join("usr/share/doc/a/README").exists());
+    assert_eq!(fs::read_to_string(root.join("usr/share/doc/a/copyright")).unwrap(), "GPL\n");
+    let list = fs::read_to_string(root.join("var/lib/dpkg/info/a.list")).unwrap();
+    assert!(!list.contains("README") && list.contains("/usr/share/doc/a/copyright"), "{list}");
+    let out = run_ok(Command::new("dpkg").arg(format!("--root={}", root.display())).arg("--verify"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "dpkg --verify found problems");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "dpkg --verify warned");
+}
+
+#[test]
 fn two_packages_shipping_one_path_differently_is_an_error_naming_both() {
     let tmp = tempfile::tempdir().unwrap();
     let debs_dir = tmp.path().join("debs");
@@ -215,23 +253,33 @@ fn two_packages_shipping_one_path_differently_is_an_error_naming_both() {
 // ---- the real runtime packages of mpsi.lock ---------------------------------
 
 /// The repository's lock with only its runtime section (no source tarball
-/// or build), and a spec with only the runtime layer, in `dir`.
+/// or build), and a spec with only the runtime layer of the real spec, in
+/// `dir`.
 fn real_runtime(dir: &Path) -> (PathBuf, PathBuf) {
-    let repo_lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("mpsi.lock");
-    let mut lock: toml::Table = toml::from_str(&fs::read_to_string(repo_lock).unwrap()).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut lock: toml::Table = toml::from_str(&fs::read_to_string(repo.join("mpsi.lock")).unwrap()).unwrap();
     lock.remove("input");
     lock.remove("build");
     let lock_path = dir.join("mpsi.lock");
     fs::write(&lock_path, toml::to_string(&lock).unwrap()).unwrap();
-    let spec = dir.join("runtime.toml");
-    fs::write(
-        &spec,
-        "lock = \"mpsi.lock\"\n[image]\nname = \"mpsi-test/runtime\"\ntag = \"v1\"\n\n\
-[config]\nenv = [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"]\n\n\
-[[layer]]\nname = \"runtime\"\n[[layer.packages]]\nfrom_lock = \"runtime\"\n",
+    let real: toml::Table =
+        toml::from_str(&fs::read_to_string(repo.join("layers/mariadb-pageserver.toml")).unwrap()).unwrap();
+    let runtime = real["layer"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"].as_str() == Some("runtime"))
+        .expect("the real spec has a runtime layer")
+        .clone();
+    let mut spec: toml::Table = toml::from_str(
+        "lock = \"mpsi.lock\"\n[image]\nname = \"mpsi-test/runtime\"\ntag = \"v1\"\n\
+[config]\nenv = [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"]\n",
     )
     .unwrap();
-    (lock_path, spec)
+    spec.insert("layer".into(), toml::Value::Array(vec![runtime]));
+    let spec_path = dir.join("runtime.toml");
+    fs::write(&spec_path, toml::to_string(&spec).unwrap()).unwrap();
+    (lock_path, spec_path)
 }
 
 /// `name version` of each runtime package pinned in a lock, sorted.
@@ -314,6 +362,11 @@ fn pinned_debian_packages_verify_with_dpkg_and_travel_in_a_bundle() {
     assert_eq!(fs::read_link(root.join("bin")).unwrap(), Path::new("usr/bin"));
     assert!(root.join("usr/bin/bash").is_file());
     assert!(root.join("usr/lib64/ld-linux-x86-64.so.2").exists());
+    // The real spec's exclusions apply; copyright files stay.
+    assert!(!root.join("usr/share/locale").join("de/LC_MESSAGES/coreutils.mo").exists());
+    assert!(!root.join("usr/share/doc/bash/NEWS.gz").exists());
+    assert!(!root.join("usr/share/man/man1/bash.1.gz").exists());
+    assert!(root.join("usr/share/doc/bash/copyright").is_file());
     let out = run_ok(
         Command::new(require_tool("dpkg-query"))
             .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))

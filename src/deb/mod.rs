@@ -254,6 +254,37 @@ pub fn merged_usr(path: &str) -> String {
     }
 }
 
+/// Leaves out the files whose image path `wanted` refuses, as dpkg's
+/// `path-exclude` does, and drops them from the package's md5sums so the
+/// database lists only what the image holds.
+pub fn retain(pkg: &mut Package, wanted: &dyn Fn(&str) -> bool) -> Result<()> {
+    pkg.files.retain(|f| wanted(&merged_usr(&f.path)));
+    let kept: std::collections::HashSet<&str> = pkg.files.iter().map(|f| f.path.as_str()).collect();
+    for f in &pkg.files {
+        if let Kind::Hardlink(t) = &f.kind
+            && !kept.contains(t.as_str())
+        {
+            bail!(
+                "package {}: /{} is a hard link to /{t}, which the exclusions leave out; keep both or neither",
+                pkg.name,
+                f.path
+            );
+        }
+    }
+    pkg.conffiles.retain(|c| kept.contains(c.trim_start_matches('/')));
+    if let Some(sums) = &pkg.md5sums {
+        let text = String::from_utf8_lossy(sums);
+        let lines: String = text
+            .lines()
+            // "HASH  PATH", PATH relative to the root.
+            .filter(|l| l.get(34..).is_none_or(|p| kept.contains(p)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        pkg.md5sums = Some(lines.into_bytes());
+    }
+    Ok(())
+}
+
 /// The package's files as they go into a merged-/usr image: paths moved
 /// into `usr/`, and each group of hard links rearranged so the path that
 /// sorts first (by components, as layers are written) holds the content and

@@ -113,8 +113,14 @@ pub fn collect(
     let mut tree = Tree::default();
     for source in &layer.sources {
         match source {
-            Source::Packages { from_lock, at } => {
-                packages::insert(&mut tree, packages, at)
+            Source::Packages {
+                from_lock,
+                exclude,
+                keep,
+                at,
+            } => {
+                let wanted = |p: &str| !exclude.is_match(p) || keep.is_match(p);
+                packages::insert(&mut tree, packages, &wanted, at)
                     .with_context(|| format!("the {from_lock:?} packages of the lock"))?
             }
             Source::Tree {

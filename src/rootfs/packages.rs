@@ -10,11 +10,21 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
-pub(super) fn insert(tree: &mut Tree, debs: &[PathBuf], at: &Loc) -> Result<()> {
+/// Inserts the packages' files for which `wanted(image path)` holds.
+pub(super) fn insert(
+    tree: &mut Tree,
+    debs: &[PathBuf],
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+    at: &Loc,
+) -> Result<()> {
     // Decompressing xz dominates: read the packages in parallel.
     let pkgs: Vec<deb::Package> = debs
         .par_iter()
-        .map(|p| deb::read_file(p))
+        .map(|p| {
+            let mut pkg = deb::read_file(p)?;
+            deb::retain(&mut pkg, wanted)?;
+            Ok(pkg)
+        })
         .collect::<Result<_>>()
         .with_context(|| format!("reading the runtime packages for {at}"))?;
     let generated = |what: &str, path: String, content: Content, mode: u32| Entry {

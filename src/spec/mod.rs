@@ -173,6 +173,11 @@ pub enum Source {
     /// dpkg database.
     Packages {
         from_lock: String,
+        /// Image paths (merged /usr) left out, as dpkg's `path-exclude`
+        /// does; the dpkg database then does not list them either.
+        exclude: GlobSet,
+        /// Paths kept although `exclude` matches them (`path-include`).
+        keep: GlobSet,
         at: Loc,
     },
 }
@@ -266,6 +271,10 @@ struct RawLayer {
 #[serde(deny_unknown_fields)]
 struct RawPackages {
     from_lock: Spanned<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    keep: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -885,7 +894,10 @@ fn layer_spec(
                 "packages come from the lockfile: add `lock = \"../mpsi.lock\"` at the top of the spec",
             );
         }
+        let span = p.from_lock.span();
         sources.push(Source::Packages {
+            exclude: globset(ctx, span.clone(), "layer.packages.exclude", &p.exclude)?,
+            keep: globset(ctx, span, "layer.packages.keep", &p.keep)?,
             from_lock: p.from_lock.into_inner(),
             at,
         });
