@@ -443,7 +443,7 @@ fn the_runtime_layer_starts_a_shell_in_docker() {
         "mpsi-test/runtime:v1",
         "bash",
         "-c",
-        "echo ok; ls /usr/bin | wc -l; date -u -d @0 +%Y; TZ=Europe/Paris date -d @0 +%H",
+        "echo ok; ls /usr/bin | wc -l; date -u -d @0 +%Y; TZ=Europe/Paris date -d @0 +%H; echo a b | awk '{ print $2 }'",
     ]));
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -452,5 +452,7 @@ fn the_runtime_layer_starts_a_shell_in_docker() {
     assert_eq!(lines[2], "1970", "{text}");
     // tzdata's zone files are there: Paris was UTC+1 at the epoch.
     assert_eq!(lines[3], "01", "{text}");
+    // The spec's /usr/bin/awk link, which mawk's maintainer script would make.
+    assert_eq!(lines[4], "b", "{text}");
     let _ = docker().args(["rmi", "mpsi-test/runtime:v1"]).output();
 }
