@@ -13,7 +13,13 @@ use std::process::Command;
 /// Builds `NAME_1.0_all.deb` in `out` from `files` (path, content, mode),
 /// compressed with `z` (xz, zstd or gzip), with the owners on disk (the
 /// tests run as root, as CI does, to chown a file).
-fn build_deb(out: &Path, name: &str, z: &str, files: &[(&str, &str, u32)], extra: impl Fn(&Path)) -> PathBuf {
+fn build_deb(
+    out: &Path,
+    name: &str,
+    z: &str,
+    files: &[(&str, &str, u32)],
+    extra: impl Fn(&Path),
+) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let root = out.join(format!("{name}-root"));
     fs::create_dir_all(root.join("DEBIAN")).unwrap();
@@ -24,7 +30,11 @@ fn build_deb(out: &Path, name: &str, z: &str, files: &[(&str, &str, u32)], extra
 Description: test package {name}\n a tiny package built by the test\n{}",
             if name == "b" { "amd64" } else { "all" },
             // b is a Multi-Arch: same library, whose dpkg files are named b:amd64.*
-            if name == "b" { "Multi-Arch: same\n" } else { "" }
+            if name == "b" {
+                "Multi-Arch: same\n"
+            } else {
+                ""
+            }
         ),
     )
     .unwrap();
@@ -72,7 +82,8 @@ fn lock_and_spec(dir: &Path, debs: &[PathBuf]) -> PathBuf {
 
 /// As `lock_and_spec`, with `extra` lines in the `[[layer.packages]]` table.
 fn lock_and_spec_with(dir: &Path, debs: &[PathBuf], extra: &str) -> PathBuf {
-    let mut lock = String::from("version = 1\nsource_date_epoch = 1700000000\n\n[runtime]\nroots = [\"a\"]\n");
+    let mut lock =
+        String::from("version = 1\nsource_date_epoch = 1700000000\n\n[runtime]\nroots = [\"a\"]\n");
     for d in debs {
         let data = fs::read(d).unwrap();
         let file = d.file_name().unwrap().to_str().unwrap();
@@ -114,7 +125,10 @@ fn unpack_layers(layout: &Path, report: &serde_json::Value, dest: &Path) {
 }
 
 fn layer_listing(layout: &Path, report: &serde_json::Value) -> String {
-    let digest = report["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let digest = report["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
     let out = run_ok(
         Command::new(require_tool("tar"))
             .args(["-tvzf"])
@@ -142,7 +156,13 @@ fn tiny_packages(dir: &Path) -> Vec<PathBuf> {
             std::os::unix::fs::chown(root.join("etc/a.conf"), Some(1000), Some(1001)).unwrap();
         },
     );
-    let b = build_deb(dir, "b", "zstd", &[("usr/lib/b/lib.txt", "b\n", 0o644)], |_| {});
+    let b = build_deb(
+        dir,
+        "b",
+        "zstd",
+        &[("usr/lib/b/lib.txt", "b\n", 0o644)],
+        |_| {},
+    );
     let c = build_deb(dir, "c", "gzip", &[("lib/c/data", "c\n", 0o600)], |_| {});
     vec![a, b, c]
 }
@@ -155,7 +175,13 @@ fn packages_become_a_merged_usr_layer_with_a_dpkg_database() {
     let debs = tiny_packages(&debs_dir);
     let spec = lock_and_spec(tmp.path(), &debs);
     let store = tmp.path().join("store");
-    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(tmp.path().join("mpsi.lock")).arg("--from").arg(&debs_dir));
+    run_ok(
+        mpsi(&store)
+            .args(["fetch", "--lock"])
+            .arg(tmp.path().join("mpsi.lock"))
+            .arg("--from")
+            .arg(&debs_dir),
+    );
     let layout = tmp.path().join("oci");
     let report = assemble(&store, &spec, &layout);
 
@@ -175,9 +201,15 @@ fn packages_become_a_merged_usr_layer_with_a_dpkg_database() {
         "var/lib/dpkg/info/b:amd64.list",
         "var/lib/dpkg/info/format",
     ] {
-        assert!(listing.contains(want), "{want:?} not in the layer:\n{listing}");
+        assert!(
+            listing.contains(want),
+            "{want:?} not in the layer:\n{listing}"
+        );
     }
-    assert!(!listing.contains(" bin/hello"), "package paths are moved into usr/:\n{listing}");
+    assert!(
+        !listing.contains(" bin/hello"),
+        "package paths are moved into usr/:\n{listing}"
+    );
 
     // dpkg's own readers accept the database.
     let root = tmp.path().join("root");
@@ -188,15 +220,34 @@ fn packages_become_a_merged_usr_layer_with_a_dpkg_database() {
             .arg(format!("--admindir={}", admin.display()))
             .arg("-W"),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\t1.0-1\nb:amd64\t1.0-1\nc\t1.0-1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a\t1.0-1\nb:amd64\t1.0-1\nc\t1.0-1\n"
+    );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
-    let out = run_ok(Command::new(require_tool("dpkg")).arg(format!("--root={}", root.display())).arg("--verify"));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "dpkg --verify found problems");
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "dpkg --verify warned");
+    let out = run_ok(
+        Command::new(require_tool("dpkg"))
+            .arg(format!("--root={}", root.display()))
+            .arg("--verify"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "dpkg --verify found problems"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "dpkg --verify warned"
+    );
 
     // An edited file is what dpkg --verify reports: the check is real.
     fs::write(root.join("usr/lib/b/lib.txt"), "changed\n").unwrap();
-    let out = Command::new("dpkg").arg(format!("--root={}", root.display())).arg("--verify").output().unwrap();
+    let out = Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .arg("--verify")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("/usr/lib/b/lib.txt"));
 }
 
@@ -212,18 +263,42 @@ fn excluded_paths_leave_the_layer_and_the_dpkg_database() {
         "exclude = [\"usr/share/doc/**\"]\nkeep = [\"usr/share/doc/*/copyright\"]\n",
     );
     let store = tmp.path().join("store");
-    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(tmp.path().join("mpsi.lock")).arg("--from").arg(&debs_dir));
+    run_ok(
+        mpsi(&store)
+            .args(["fetch", "--lock"])
+            .arg(tmp.path().join("mpsi.lock"))
+            .arg("--from")
+            .arg(&debs_dir),
+    );
     let layout = tmp.path().join("oci");
     let report = assemble(&store, &spec, &layout);
     let root = tmp.path().join("root");
     unpack_layers(&layout, &report, &root);
     assert!(!root.join("usr/share/doc/a/README").exists());
-    assert_eq!(fs::read_to_string(root.join("usr/share/doc/a/copyright")).unwrap(), "GPL\n");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/share/doc/a/copyright")).unwrap(),
+        "GPL\n"
+    );
     let list = fs::read_to_string(root.join("var/lib/dpkg/info/a.list")).unwrap();
-    assert!(!list.contains("README") && list.contains("/usr/share/doc/a/copyright"), "{list}");
-    let out = run_ok(Command::new("dpkg").arg(format!("--root={}", root.display())).arg("--verify"));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "dpkg --verify found problems");
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "dpkg --verify warned");
+    assert!(
+        !list.contains("README") && list.contains("/usr/share/doc/a/copyright"),
+        "{list}"
+    );
+    let out = run_ok(
+        Command::new("dpkg")
+            .arg(format!("--root={}", root.display()))
+            .arg("--verify"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "dpkg --verify found problems"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "dpkg --verify warned"
+    );
 }
 
 #[test]
@@ -231,21 +306,59 @@ fn two_packages_shipping_one_path_differently_is_an_error_naming_both() {
     let tmp = tempfile::tempdir().unwrap();
     let debs_dir = tmp.path().join("debs");
     fs::create_dir_all(&debs_dir).unwrap();
-    let a = build_deb(&debs_dir, "one", "xz", &[("usr/bin/tool", "one\n", 0o755)], |_| {});
+    let a = build_deb(
+        &debs_dir,
+        "one",
+        "xz",
+        &[("usr/bin/tool", "one\n", 0o755)],
+        |_| {},
+    );
     // Shipped as /bin/tool: the same image path once /usr is merged.
-    let b = build_deb(&debs_dir, "two", "gzip", &[("bin/tool", "two\n", 0o755)], |_| {});
-    let same = build_deb(&debs_dir, "three", "gzip", &[("usr/bin/tool", "one\n", 0o755)], |_| {});
+    let b = build_deb(
+        &debs_dir,
+        "two",
+        "gzip",
+        &[("bin/tool", "two\n", 0o755)],
+        |_| {},
+    );
+    let same = build_deb(
+        &debs_dir,
+        "three",
+        "gzip",
+        &[("usr/bin/tool", "one\n", 0o755)],
+        |_| {},
+    );
     let store = tmp.path().join("store");
 
     let spec = lock_and_spec(tmp.path(), &[a.clone(), same]);
-    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(tmp.path().join("mpsi.lock")).arg("--from").arg(&debs_dir));
+    run_ok(
+        mpsi(&store)
+            .args(["fetch", "--lock"])
+            .arg(tmp.path().join("mpsi.lock"))
+            .arg("--from")
+            .arg(&debs_dir),
+    );
     assemble(&store, &spec, &tmp.path().join("ok"));
 
     let spec = lock_and_spec(tmp.path(), &[a, b]);
-    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(tmp.path().join("mpsi.lock")).arg("--from").arg(&debs_dir));
-    let (_, err) = run_fail(mpsi(&store).arg("assemble").arg(&spec).arg("-o").arg(tmp.path().join("oci")));
+    run_ok(
+        mpsi(&store)
+            .args(["fetch", "--lock"])
+            .arg(tmp.path().join("mpsi.lock"))
+            .arg("--from")
+            .arg(&debs_dir),
+    );
+    let (_, err) = run_fail(
+        mpsi(&store)
+            .arg("assemble")
+            .arg(&spec)
+            .arg("-o")
+            .arg(tmp.path().join("oci")),
+    );
     assert!(
-        err.contains("/usr/bin/tool") && err.contains("package one 1.0-1") && err.contains("package two 1.0-1"),
+        err.contains("/usr/bin/tool")
+            && err.contains("package one 1.0-1")
+            && err.contains("package two 1.0-1"),
         "{err}"
     );
 }
@@ -257,13 +370,15 @@ fn two_packages_shipping_one_path_differently_is_an_error_naming_both() {
 /// `dir`.
 fn real_runtime(dir: &Path) -> (PathBuf, PathBuf) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut lock: toml::Table = toml::from_str(&fs::read_to_string(repo.join("mpsi.lock")).unwrap()).unwrap();
+    let mut lock: toml::Table =
+        toml::from_str(&fs::read_to_string(repo.join("mpsi.lock")).unwrap()).unwrap();
     lock.remove("input");
     lock.remove("build");
     let lock_path = dir.join("mpsi.lock");
     fs::write(&lock_path, toml::to_string(&lock).unwrap()).unwrap();
     let real: toml::Table =
-        toml::from_str(&fs::read_to_string(repo.join("layers/mariadb-pageserver.toml")).unwrap()).unwrap();
+        toml::from_str(&fs::read_to_string(repo.join("layers/mariadb-pageserver.toml")).unwrap())
+            .unwrap();
     let runtime = real["layer"]
         .as_array()
         .unwrap()
@@ -289,7 +404,13 @@ fn pinned(lock: &Path) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| format!("{} {}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
         .collect();
     out.sort();
     out
@@ -319,13 +440,30 @@ fn lock_runtime_pins_the_closure_from_apt() {
     )
     .unwrap();
     let store = tmp.path().join("store");
-    let out = json(&run_ok(mpsi(&store).args(["lock", "--runtime", "--json", "--lock"]).arg(&lock)));
+    let out = json(&run_ok(
+        mpsi(&store)
+            .args(["lock", "--runtime", "--json", "--lock"])
+            .arg(&lock),
+    ));
     assert_eq!(out["runtime"]["changed"], true);
-    let names: Vec<String> = pinned(&lock).iter().map(|p| p.split(' ').next().unwrap().to_string()).collect();
+    let names: Vec<String> = pinned(&lock)
+        .iter()
+        .map(|p| p.split(' ').next().unwrap().to_string())
+        .collect();
     // bash -> base-files (Pre-Depends: awk, provided by the mawk root),
     // debianutils, libc6 -> libgcc-s1 -> gcc-12-base; libtinfo6 is excluded.
-    for want in ["bash", "base-files", "debianutils", "libc6", "libgcc-s1", "mawk"] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    for want in [
+        "bash",
+        "base-files",
+        "debianutils",
+        "libc6",
+        "libgcc-s1",
+        "mawk",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
     assert!(!names.iter().any(|n| n == "libtinfo6"), "{names:?}");
 
@@ -333,17 +471,32 @@ fn lock_runtime_pins_the_closure_from_apt() {
     let show = run_ok(Command::new("apt-cache").args(["show", "--no-all-versions", "libc6"]));
     let show = String::from_utf8_lossy(&show.stdout).into_owned();
     let text = fs::read_to_string(&lock).unwrap();
-    let sha = show.lines().find_map(|l| l.strip_prefix("SHA256: ")).unwrap();
+    let sha = show
+        .lines()
+        .find_map(|l| l.strip_prefix("SHA256: "))
+        .unwrap();
     assert!(text.contains(&format!("sha256 = \"{sha}\"")), "{text}");
     assert!(text.contains("url = \"https://"), "{text}");
 
     // Unchanged metadata: nothing to write.
-    let out = json(&run_ok(mpsi(&store).args(["lock", "--runtime", "--json", "--lock"]).arg(&lock)));
+    let out = json(&run_ok(
+        mpsi(&store)
+            .args(["lock", "--runtime", "--json", "--lock"])
+            .arg(&lock),
+    ));
     assert_eq!(out["runtime"]["changed"], false);
 
     // A virtual name nothing provides is explained.
-    fs::write(&lock, "version = 1\nsource_date_epoch = 0\n\n[runtime]\nroots = [\"awk\"]\n").unwrap();
-    let (_, err) = run_fail(mpsi(&store).args(["lock", "--runtime", "--lock"]).arg(&lock));
+    fs::write(
+        &lock,
+        "version = 1\nsource_date_epoch = 0\n\n[runtime]\nroots = [\"awk\"]\n",
+    )
+    .unwrap();
+    let (_, err) = run_fail(
+        mpsi(&store)
+            .args(["lock", "--runtime", "--lock"])
+            .arg(&lock),
+    );
     assert!(err.contains("\"awk\"") && err.contains("provider"), "{err}");
 }
 
@@ -359,31 +512,63 @@ fn pinned_debian_packages_verify_with_dpkg_and_travel_in_a_bundle() {
 
     let root = tmp.path().join("root");
     unpack_layers(&layout, &report, &root);
-    assert_eq!(fs::read_link(root.join("bin")).unwrap(), Path::new("usr/bin"));
+    assert_eq!(
+        fs::read_link(root.join("bin")).unwrap(),
+        Path::new("usr/bin")
+    );
     assert!(root.join("usr/bin/bash").is_file());
     assert!(root.join("usr/lib64/ld-linux-x86-64.so.2").exists());
     // The real spec's exclusions apply; copyright files stay.
-    assert!(!root.join("usr/share/locale").join("de/LC_MESSAGES/coreutils.mo").exists());
+    assert!(
+        !root
+            .join("usr/share/locale")
+            .join("de/LC_MESSAGES/coreutils.mo")
+            .exists()
+    );
     assert!(!root.join("usr/share/doc/bash/NEWS.gz").exists());
     assert!(!root.join("usr/share/man/man1/bash.1.gz").exists());
     assert!(root.join("usr/share/doc/bash/copyright").is_file());
     let out = run_ok(
         Command::new(require_tool("dpkg-query"))
-            .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+            .arg(format!(
+                "--admindir={}",
+                root.join("var/lib/dpkg").display()
+            ))
             .args(["-W", "-f", "${Package} ${Version}\\n"]),
     );
-    let mut listed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let mut listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     listed.sort();
     assert_eq!(listed, pinned(&lock));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
-    let out = run_ok(Command::new(require_tool("dpkg")).arg(format!("--root={}", root.display())).arg("--verify"));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "dpkg --verify found problems");
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "dpkg --verify warned");
+    let out = run_ok(
+        Command::new(require_tool("dpkg"))
+            .arg(format!("--root={}", root.display()))
+            .arg("--verify"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "dpkg --verify found problems"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "dpkg --verify warned"
+    );
 
     // The packages go into a bundle, and an offline assemble from it in a
     // fresh store gives the same image.
     let bundle = tmp.path().join("inputs.tar");
-    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(&lock).arg("--bundle").arg(&bundle));
+    run_ok(
+        mpsi(&store)
+            .args(["fetch", "--lock"])
+            .arg(&lock)
+            .arg("--bundle")
+            .arg(&bundle),
+    );
     let store2 = tmp.path().join("store2");
     let again = json(&run_ok(
         mpsi(&store2)
@@ -431,9 +616,17 @@ fn the_runtime_layer_starts_a_shell_in_docker() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let load = docker().arg("load").stdin(export.stdout.take().unwrap()).output().unwrap();
+    let load = docker()
+        .arg("load")
+        .stdin(export.stdout.take().unwrap())
+        .output()
+        .unwrap();
     assert!(export.wait().unwrap().success());
-    assert!(load.status.success(), "docker load: {}", String::from_utf8_lossy(&load.stderr));
+    assert!(
+        load.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
 
     let out = run_ok(docker().args([
         "run",

@@ -89,7 +89,10 @@ pub fn read<R: Read>(reader: R) -> Result<Package> {
             let mut v = String::new();
             entry.read_to_string(&mut v)?;
             if !v.starts_with("2.") {
-                bail!("debian-binary says format {:?}; mpsi reads format 2.x", v.trim());
+                bail!(
+                    "debian-binary says format {:?}; mpsi reads format 2.x",
+                    v.trim()
+                );
             }
             seen_binary = true;
         } else if !seen_binary {
@@ -203,7 +206,10 @@ fn read_data(r: Box<dyn Read + '_>) -> Result<Vec<File>> {
         let h = entry.header();
         let name = |v: io::Result<Option<&str>>| v.ok().flatten().unwrap_or("").to_string();
         let (uid, gid) = (h.uid()?, h.gid()?);
-        let (mut user, mut group) = (name(h.username().map_err(io::Error::other)), name(h.groupname().map_err(io::Error::other)));
+        let (mut user, mut group) = (
+            name(h.username().map_err(io::Error::other)),
+            name(h.groupname().map_err(io::Error::other)),
+        );
         if user.is_empty() && uid == 0 {
             user = "root".into();
         }
@@ -271,7 +277,8 @@ pub fn retain(pkg: &mut Package, wanted: &dyn Fn(&str) -> bool) -> Result<()> {
             );
         }
     }
-    pkg.conffiles.retain(|c| kept.contains(c.trim_start_matches('/')));
+    pkg.conffiles
+        .retain(|c| kept.contains(c.trim_start_matches('/')));
     if let Some(sums) = &pkg.md5sums {
         let text = String::from_utf8_lossy(sums);
         let lines: String = text
@@ -342,7 +349,10 @@ mod tests {
     #[test]
     fn merged_usr_moves_only_the_four_roots() {
         assert_eq!(merged_usr("bin/sh"), "usr/bin/sh");
-        assert_eq!(merged_usr("lib64/ld-linux-x86-64.so.2"), "usr/lib64/ld-linux-x86-64.so.2");
+        assert_eq!(
+            merged_usr("lib64/ld-linux-x86-64.so.2"),
+            "usr/lib64/ld-linux-x86-64.so.2"
+        );
         assert_eq!(merged_usr("lib"), "usr/lib");
         assert_eq!(merged_usr("libexec/x"), "libexec/x");
         assert_eq!(merged_usr("etc/bin/x"), "etc/bin/x");
@@ -353,6 +363,33 @@ mod tests {
         assert_eq!(package_path("./usr/bin/").unwrap(), "usr/bin");
         assert_eq!(package_path("./").unwrap(), "");
         assert!(package_path("./usr/../../etc").is_err());
+    }
+
+    fn ar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = ar::Builder::new(Vec::new());
+        for (name, data) in members {
+            b.append(
+                &ar::Header::new(name.as_bytes().to_vec(), data.len() as u64),
+                *data,
+            )
+            .unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn what_is_not_a_deb_is_refused_with_the_reason() {
+        let e = read(&b"plain text, not an archive"[..]).unwrap_err();
+        assert!(format!("{e:#}").contains("ar container"), "{e:#}");
+        let e = read(&ar_of(&[("data.tar", b"")])[..]).unwrap_err();
+        assert!(format!("{e:#}").contains("not debian-binary"), "{e:#}");
+        let e = read(&ar_of(&[("debian-binary", b"3.0\n")])[..]).unwrap_err();
+        assert!(format!("{e:#}").contains("format \"3.0\""), "{e:#}");
+        let e =
+            read(&ar_of(&[("debian-binary", b"2.0\n"), ("data.tar.lz4", b"")])[..]).unwrap_err();
+        assert!(format!("{e:#}").contains(".lz4"), "{e:#}");
+        let e = read(&ar_of(&[("debian-binary", b"2.0\n")])[..]).unwrap_err();
+        assert!(format!("{e:#}").contains("lacks control.tar"), "{e:#}");
     }
 
     fn file(path: &str, kind: Kind) -> File {

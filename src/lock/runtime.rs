@@ -51,7 +51,11 @@ pub fn refresh(lf: &mut LockFile) -> Result<RuntimeReport> {
             name: name.clone(),
             version: field("Version")?,
             architecture: field("Architecture")?,
-            file: field("Filename")?.rsplit('/').next().unwrap_or_default().to_string(),
+            file: field("Filename")?
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
             size: *size,
             sha256: sha256.clone(),
             url: url.clone(),
@@ -86,15 +90,23 @@ fn closure(roots: &[String], excluded: &BTreeSet<&str>) -> Result<BTreeMap<Strin
     while !todo.is_empty() {
         let batch: BTreeSet<String> = todo
             .drain(..)
-            .filter(|n| !records.contains_key(n) && !unknown.contains(n) && !excluded.contains(n.as_str()))
+            .filter(|n| {
+                !records.contains_key(n) && !unknown.contains(n) && !excluded.contains(n.as_str())
+            })
             .collect();
         if batch.is_empty() {
             break;
         }
         for rec in apt_show(&batch)? {
-            let name = control::get(&rec, "Package").unwrap_or_default().to_string();
+            let name = control::get(&rec, "Package")
+                .unwrap_or_default()
+                .to_string();
             for f in ["Pre-Depends", "Depends"] {
-                todo.extend(control::get(&rec, f).map(control::first_alternatives).unwrap_or_default());
+                todo.extend(
+                    control::get(&rec, f)
+                        .map(control::first_alternatives)
+                        .unwrap_or_default(),
+                );
             }
             records.insert(name, rec);
         }
@@ -102,7 +114,11 @@ fn closure(roots: &[String], excluded: &BTreeSet<&str>) -> Result<BTreeMap<Strin
     }
     let provided: BTreeSet<String> = records
         .values()
-        .flat_map(|r| control::get(r, "Provides").map(control::first_alternatives).unwrap_or_default())
+        .flat_map(|r| {
+            control::get(r, "Provides")
+                .map(control::first_alternatives)
+                .unwrap_or_default()
+        })
         .collect();
     if let Some(missing) = unknown.iter().find(|n| !provided.contains(*n)) {
         bail!(
@@ -126,7 +142,9 @@ fn apt_show(names: &BTreeSet<String>) -> Result<Vec<Paragraph>> {
 }
 
 /// The URL, size and sha256 apt would download for each record's version.
-fn download_uris(records: &BTreeMap<String, Paragraph>) -> Result<BTreeMap<String, (String, u64, String)>> {
+fn download_uris(
+    records: &BTreeMap<String, Paragraph>,
+) -> Result<BTreeMap<String, (String, u64, String)>> {
     let wanted: Vec<String> = records
         .iter()
         .map(|(n, r)| format!("{n}={}", control::get(r, "Version").unwrap_or_default()))
@@ -157,7 +175,9 @@ fn download_uris(records: &BTreeMap<String, Paragraph>) -> Result<BTreeMap<Strin
             Some(rest) => format!("https://{rest}"),
             None => url.to_string(),
         };
-        let sha = sum.strip_prefix("SHA256:").with_context(|| format!("no SHA256 in {line:?}"))?;
+        let sha = sum
+            .strip_prefix("SHA256:")
+            .with_context(|| format!("no SHA256 in {line:?}"))?;
         uris.insert(name, (url, size.parse()?, sha.to_string()));
     }
     Ok(uris)

@@ -42,7 +42,12 @@ pub(super) fn insert(
         tree.insert(generated("the merged-/usr links", dir.into(), link, 0o777))?;
     }
     for (path, data) in dpkg::database(&pkgs) {
-        tree.insert(generated("the dpkg database", path, Content::Inline(data), 0o644))?;
+        tree.insert(generated(
+            "the dpkg database",
+            path,
+            Content::Inline(data),
+            0o644,
+        ))?;
     }
     for pkg in pkgs {
         let what = format!("package {} {}", pkg.name, pkg.version);
@@ -73,10 +78,15 @@ pub(super) fn same_shipped(old: &Entry, new: &Entry) -> bool {
     let from_packages = |e: &Entry| matches!(e.origin, Origin::Packages { .. });
     let same_content = match (&old.content, &new.content) {
         (Content::Inline(a), Content::Inline(b)) => a == b,
-        (Content::Symlink(a), Content::Symlink(b)) | (Content::Hardlink(a), Content::Hardlink(b)) => a == b,
+        (Content::Symlink(a), Content::Symlink(b))
+        | (Content::Hardlink(a), Content::Hardlink(b)) => a == b,
         _ => false,
     };
-    from_packages(old) && from_packages(new) && same_content && old.mode == new.mode && old.owner == new.owner
+    from_packages(old)
+        && from_packages(new)
+        && same_content
+        && old.mode == new.mode
+        && old.owner == new.owner
 }
 
 /// Why two package entries of one path cannot both go in.
