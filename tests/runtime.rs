@@ -569,6 +569,16 @@ fn pinned_debian_packages_verify_with_dpkg_and_travel_in_a_bundle() {
             .arg("--bundle")
             .arg(&bundle),
     );
+    // store gc keeps the pinned packages: an offline assemble still works.
+    run_ok(mpsi(&store).args(["store", "gc", "--lock"]).arg(&lock));
+    run_ok(
+        mpsi(&store)
+            .arg("assemble")
+            .arg(&spec)
+            .arg("-o")
+            .arg(tmp.path().join("oci-gc"))
+            .arg("--offline"),
+    );
     let store2 = tmp.path().join("store2");
     let again = json(&run_ok(
         mpsi(&store2)
