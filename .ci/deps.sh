@@ -13,6 +13,14 @@ need_debian_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# apt's package lists, which `mpsi lock --runtime` (and its test) read.
+need_apt_lists() {
+  apt-cache show --no-all-versions bash 2>/dev/null | grep -q '^Filename: ' && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+}
+
 need_rust() {
   if ! command -v cargo >/dev/null; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

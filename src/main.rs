@@ -3,6 +3,7 @@
 mod assemble;
 mod build;
 mod cli;
+mod deb;
 mod elf;
 mod fetch;
 mod fsutil;
@@ -115,6 +116,9 @@ struct LockArgs {
     /// Change this input's pinned hash to that of its file in --from DIR (repeatable).
     #[arg(long, value_name = "NAME")]
     repin: Vec<String>,
+    /// Also re-pin the runtime packages: the closure of [runtime] roots from apt's metadata (Debian host).
+    #[arg(long)]
+    runtime: bool,
 }
 
 #[derive(Args)]
@@ -398,7 +402,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lock(l) => {
             let mut lf = lock::LockFile::load(&l.lock.lock)?;
             let r = lock::refresh(&mut lf, l.from.as_deref(), &l.repin)?;
-            output(cli.json, &r, || {
+            let rt = if l.runtime {
+                Some(lock::runtime::refresh(&mut lf)?)
+            } else {
+                None
+            };
+            let mut report = serde_json::to_value(&r)?;
+            if let Some(rt) = &rt {
+                report["runtime"] = serde_json::to_value(rt)?;
+            }
+            output(cli.json, &report, || {
+                if let Some(rt) = &rt {
+                    for p in &rt.added {
+                        println!("runtime + {p}");
+                    }
+                    for p in &rt.removed {
+                        println!("runtime - {p}");
+                    }
+                    println!("runtime packages: {}", rt.packages.len());
+                }
                 for p in &r.patches {
                     println!("patch   {p}");
                 }
@@ -408,7 +430,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!(
                     "{} {}",
                     r.lock.display(),
-                    if r.changed {
+                    if r.changed || rt.as_ref().is_some_and(|rt| rt.changed) {
                         "updated"
                     } else {
                         "is up to date"
@@ -431,7 +453,8 @@ fn run(cli: Cli) -> Result<()> {
                 Some(d) => fetch::Origin::Dir(d.clone()),
                 None => fetch::Origin::Network,
             };
-            let inputs: Vec<&lock::Input> = lf.lock.inputs.iter().collect();
+            let all = lf.lock.all_inputs();
+            let inputs: Vec<&lock::Input> = all.iter().collect();
             let fetched = fetcher.ensure(&inputs, &origin)?;
             let bundle = match &f.bundle {
                 Some(b) => Some(fetch::write_bundle(&store, &lf, b)?),
@@ -495,7 +518,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 StoreCommand::Gc(g) => {
                     let lf = lock::LockFile::load(&g.lock.lock)?;
-                    let keep_inputs = lf.lock.inputs.iter().map(|i| i.sha256.clone()).collect();
+                    let keep_inputs = lf.lock.all_inputs().into_iter().map(|i| i.sha256).collect();
                     let keep_builds = gc_build_roots(&store, &lf)?;
                     let c = store.gc(&keep_inputs, &keep_builds, g.max_age, g.dry_run)?;
                     output(cli.json, &c, || {

@@ -44,7 +44,12 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options) -> Result<DryRun> {
             .collect::<Result<Vec<_>>>()?,
         None => Vec::new(),
     };
-    let layers = decide_layers(spec, store, opts, epoch, &builds)?;
+    // The runtime packages, if the store has them all (else None).
+    let debs: Option<Vec<PathBuf>> = match &lock {
+        Some(lf) => lf.lock.runtime.packages.iter().map(|p| store.input(&p.input())).collect(),
+        None => Some(Vec::new()),
+    };
+    let layers = decide_layers(spec, store, opts, epoch, &builds, debs.as_deref())?;
     Ok(DryRun {
         spec: spec.file.clone(),
         source_date_epoch: epoch,
@@ -59,6 +64,7 @@ fn decide_layers(
     opts: &Options,
     epoch: u64,
     builds: &[Decision],
+    debs: Option<&[PathBuf]>,
 ) -> Result<Vec<LayerDecision>> {
     let enc = encoding(spec, opts.compression, epoch);
     let roots: BTreeMap<String, PathBuf> = builds
@@ -75,14 +81,20 @@ fn decide_layers(
             } if !roots.contains_key(b) => Some(b.clone()),
             _ => None,
         });
-        let decision = match rebuilt {
-            Some(b) => LayerDecision {
+        let packages = l.sources.iter().any(|s| matches!(s, Source::Packages { .. }));
+        let decision = match (rebuilt, debs) {
+            (Some(b), _) => LayerDecision {
                 name: l.name.clone(),
                 cached: false,
                 because: Some(format!("it takes files from build {b:?}, which will be rebuilt")),
             },
-            None => {
-                let entries = rootfs::collect(l, &roots)
+            (None, None) if packages => LayerDecision {
+                name: l.name.clone(),
+                cached: false,
+                because: Some("it takes the runtime packages, which are not all in the store yet (mpsi fetch)".into()),
+            },
+            (None, debs) => {
+                let entries = rootfs::collect(l, &roots, debs.unwrap_or_default())
                     .with_context(|| format!("gathering layer {:?}", l.name))?;
                 let cached = opts.use_cache && store.cached_layer(&layer::cache_key(&entries, enc)).is_some();
                 LayerDecision {

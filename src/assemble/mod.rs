@@ -102,7 +102,11 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
         .iter()
         .map(|b| (b.name.clone(), b.path.join("out")))
         .collect();
-    let gathered = gather(spec, &roots)?;
+    let debs = match &lock {
+        Some(lf) if wants_packages(spec) => ensure_packages(lf, store, &opts.inputs, reporter)?,
+        _ => Vec::new(),
+    };
+    let gathered = gather(spec, &roots, &debs)?;
     let elf_check = elf::check_layers(&gathered, elf_skip(spec), reporter)?;
     let layers = write_layers(spec, store, opts, enc, &gathered, reporter)?;
 
@@ -127,10 +131,16 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
 
 /// Every layer's entries, in order: the check sees the whole image before
 /// any layer is written (a cached layer is gathered all the same).
-fn gather(spec: &Spec, roots: &BTreeMap<String, PathBuf>) -> Result<Vec<Vec<rootfs::Entry>>> {
+fn gather(
+    spec: &Spec,
+    roots: &BTreeMap<String, PathBuf>,
+    debs: &[PathBuf],
+) -> Result<Vec<Vec<rootfs::Entry>>> {
     spec.layers
         .iter()
-        .map(|l| rootfs::collect(l, roots).with_context(|| format!("gathering layer {:?}", l.name)))
+        .map(|l| {
+            rootfs::collect(l, roots, debs).with_context(|| format!("gathering layer {:?}", l.name))
+        })
         .collect()
 }
 
@@ -170,6 +180,45 @@ pub fn wanted_builds(spec: &Spec) -> BTreeSet<String> {
                 ..
             } => Some(b.clone()),
             _ => None,
+        })
+        .collect()
+}
+
+/// Whether a layer takes the lock's runtime packages.
+pub fn wants_packages(spec: &Spec) -> bool {
+    spec.layers
+        .iter()
+        .flat_map(|l| &l.sources)
+        .any(|s| matches!(s, Source::Packages { .. }))
+}
+
+/// The lock's runtime packages (a `[[layer.packages]]` source needs them),
+/// as `.deb` files in the store, fetched from `origin` if missing.
+fn ensure_packages(
+    lf: &LockFile,
+    store: &Store,
+    origin: &Origin,
+    reporter: &dyn Reporter,
+) -> Result<Vec<PathBuf>> {
+    let pins = &lf.lock.runtime.packages;
+    if pins.is_empty() {
+        return Err(crate::lock::LockError::Invalid {
+            file: lf.path.clone(),
+            message: "a layer takes the runtime packages, but the lock pins none: \
+set `roots` under [runtime] and run `mpsi lock --runtime`"
+                .into(),
+        }
+        .into());
+    }
+    let inputs: Vec<_> = pins.iter().map(|p| p.input()).collect();
+    let refs: Vec<_> = inputs.iter().collect();
+    crate::fetch::Fetcher::new(store, reporter).ensure(&refs, origin)?;
+    inputs
+        .iter()
+        .map(|i| {
+            store
+                .input(i)
+                .with_context(|| format!("{} vanished from the store", i.file))
         })
         .collect()
 }

@@ -428,7 +428,8 @@ pub struct BundleReport {
 /// one tar: an index (`mpsi-bundle.json`) then `inputs/<file>` for each,
 /// in lock order, with fixed headers so the same inputs give the same bytes.
 pub fn write_bundle(store: &Store, lf: &LockFile, dest: &Path) -> Result<BundleReport> {
-    let inputs: Vec<&Input> = lf.lock.inputs.iter().collect();
+    let all = lf.lock.all_inputs();
+    let inputs: Vec<&Input> = all.iter().collect();
     let index = BundleIndex {
         format: BUNDLE_FORMAT.into(),
         inputs: inputs

@@ -7,7 +7,8 @@
 //!   - `[build.NAME]`: a native build: which input is the source, the patch
 //!     series with each patch's sha256 in order, the cmake flags, the tools
 //!     and Debian -dev packages it needs;
-//!   - `[runtime]`: runtime packages (none yet);
+//!   - `[runtime]`: Debian runtime packages (roots, exclusions with a
+//!     reason, and the pinned closure of `.deb` files: `runtime.rs`);
 //!   - `source_date_epoch`: the build's SOURCE_DATE_EPOCH.
 //!
 //! The serde model below is the on-disk format, version 1 (`version = 1`);
@@ -32,6 +33,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+pub mod runtime;
 
 pub const LOCK_VERSION: u32 = 1;
 
@@ -165,20 +168,56 @@ pub struct Patch {
     pub sha256: String,
 }
 
+/// The runtime packages: Debian `.deb` files pinned like any input,
+/// computed by `mpsi lock --runtime` from `roots` and apt's metadata (see
+/// `runtime.rs`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
-    /// Debian runtime packages (name, version, sha256); none pinned yet.
-    #[serde(default)]
+    /// Packages the closure starts from (it follows Pre-Depends and Depends).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<String>,
+    /// Packages the closure leaves out, each with the reason.
+    #[serde(default, rename = "exclude", skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<Exclusion>,
+    /// The pinned closure, sorted by name.
+    #[serde(default, rename = "package", skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<RuntimePackage>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+pub struct Exclusion {
+    pub name: String,
+    pub reason: String,
+}
+
+/// One Debian package, pinned by the `.deb` file's size and sha256.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct RuntimePackage {
     pub name: String,
     pub version: String,
+    pub architecture: String,
+    /// The `.deb` file name (as in Debian's pool).
+    pub file: String,
+    pub size: u64,
     pub sha256: String,
+    pub url: String,
+}
+
+impl RuntimePackage {
+    /// The package as an input, fetched and bundled like the source tarball.
+    pub fn input(&self) -> Input {
+        Input {
+            name: format!("deb:{}", self.name),
+            file: self.file.clone(),
+            version: Some(self.version.clone()),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            urls: vec![self.url.clone()],
+        }
+    }
 }
 
 /// A lock read from disk, with where it came from.
@@ -430,6 +469,44 @@ the source and build directories, and CMAKE_C_FLAGS/CMAKE_CXX_FLAGS, which carry
                         p.name
                     ));
                 }
+            }
+        }
+        self.validate_runtime()
+    }
+
+    /// Every pinned file: the `[[input]]`s, then the runtime packages.
+    pub fn all_inputs(&self) -> Vec<Input> {
+        let mut all = self.inputs.clone();
+        all.extend(self.runtime.packages.iter().map(RuntimePackage::input));
+        all
+    }
+
+    fn validate_runtime(&self) -> Result<(), String> {
+        let rt = &self.runtime;
+        for x in &rt.excludes {
+            if x.reason.trim().is_empty() {
+                return Err(format!("runtime exclude {:?}: give the reason it is left out", x.name));
+            }
+        }
+        let mut files = std::collections::BTreeSet::new();
+        for i in &self.inputs {
+            files.insert(i.file.as_str());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for p in &rt.packages {
+            let bad = if !names.insert(&p.name) {
+                Some("is pinned twice".to_string())
+            } else if !files.insert(&p.file) || p.file.contains('/') || !p.file.ends_with(".deb") {
+                Some(format!("file {:?} must be a unique plain .deb file name", p.file))
+            } else if !is_hex64(&p.sha256) {
+                Some(format!("sha256 {:?} is not 64 lowercase hex digits", p.sha256))
+            } else if !(p.url.starts_with("https://") || p.url.starts_with("http://")) {
+                Some(format!("url {:?} is not http:// or https://", p.url))
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                return Err(format!("runtime package {:?} {why}", p.name));
             }
         }
         Ok(())

@@ -11,6 +11,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+mod packages;
+
 /// Identity of a file on disk at the time it was listed. Used to detect
 /// hard links and, as in git's index, to tell that a file is unchanged
 /// without reading it (a content change always moves ctime).
@@ -65,6 +67,9 @@ enum Origin {
     /// Declared by a `[[layer.dir]]`, `file` or `symlink`: wins over trees.
     Declared(Loc),
     Tree(Loc),
+    /// A Debian package, the merged-/usr links or the dpkg database of a
+    /// `[[layer.packages]]` source (`what` names which).
+    Packages { what: String, at: Loc },
     /// A parent directory nobody declared.
     Implied,
 }
@@ -73,12 +78,13 @@ impl Origin {
     fn describe(&self) -> String {
         match self {
             Origin::Declared(l) | Origin::Tree(l) => l.to_string(),
+            Origin::Packages { what, at } => format!("{what} ({at})"),
             Origin::Implied => "an implied parent directory".into(),
         }
     }
     fn loc(&self) -> Option<&Loc> {
         match self {
-            Origin::Declared(l) | Origin::Tree(l) => Some(l),
+            Origin::Declared(l) | Origin::Tree(l) | Origin::Packages { at: l, .. } => Some(l),
             Origin::Implied => None,
         }
     }
@@ -97,14 +103,26 @@ impl Entry {
 
 /// Lists a layer's entries, sorted, with parents and hard links resolved.
 /// `builds` maps each build name a `from_build` tree may name to its
-/// installed tree in the store.
+/// installed tree in the store; `packages` are the `.deb` files of the
+/// lock's runtime packages in the store, for a `[[layer.packages]]` source.
 pub fn collect(
     layer: &LayerSpec,
     builds: &std::collections::BTreeMap<String, PathBuf>,
+    packages: &[PathBuf],
 ) -> Result<Vec<Entry>> {
     let mut tree = Tree::default();
     for source in &layer.sources {
         match source {
+            Source::Packages {
+                from_lock,
+                exclude,
+                keep,
+                at,
+            } => {
+                let wanted = |p: &str| !exclude.is_match(p) || keep.is_match(p);
+                packages::insert(&mut tree, packages, &wanted, at)
+                    .with_context(|| format!("the {from_lock:?} packages of the lock"))?
+            }
             Source::Tree {
                 from,
                 from_build,
@@ -249,6 +267,9 @@ impl Tree {
             self.entries.insert(new.path.clone(), new);
             return Ok(());
         };
+        if packages::same_shipped(old, &new) {
+            return Ok(()); // two packages shipping the very same file or link
+        }
         let both_dirs = matches!(old.content, Content::Dir) && matches!(new.content, Content::Dir);
         if both_dirs {
             let replace = match (&old.origin, &new.origin) {
@@ -274,7 +295,8 @@ impl Tree {
         self.conflict_msg(
             old,
             new,
-            "twice; each image path may come from one source only",
+            packages::conflict_reason(old, new)
+                .unwrap_or("twice; each image path may come from one source only"),
         )
     }
 

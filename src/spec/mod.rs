@@ -170,6 +170,18 @@ pub enum Source {
         owner: Owner,
         at: Loc,
     },
+    /// Debian packages pinned in the lock (`from_lock = "runtime"`: every
+    /// `[[runtime.package]]`), unpacked in memory with merged /usr and the
+    /// dpkg database.
+    Packages {
+        from_lock: String,
+        /// Image paths (merged /usr) left out, as dpkg's `path-exclude`
+        /// does; the dpkg database then does not list them either.
+        exclude: GlobSet,
+        /// Paths kept although `exclude` matches them (`path-include`).
+        keep: GlobSet,
+        at: Loc,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +266,18 @@ struct RawLayer {
     dir: Vec<RawDir>,
     #[serde(default)]
     symlink: Vec<RawSymlink>,
+    #[serde(default)]
+    packages: Vec<RawPackages>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPackages {
+    from_lock: Spanned<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    keep: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -855,6 +879,30 @@ fn layer_spec(
             path,
             target: s.target,
             owner: parse_owner(ctx, s.owner, s.owner_names, "layer.symlink")?,
+            at,
+        });
+    }
+    for (n, p) in raw.packages.into_iter().enumerate() {
+        let at = loc("packages", n, p.from_lock.span());
+        if p.from_lock.get_ref() != "runtime" {
+            return ctx.err(
+                p.from_lock.span(),
+                "layer.packages.from_lock",
+                format!("{:?} is not a package set of the lock (the lock has \"runtime\")", p.from_lock.get_ref()),
+            );
+        }
+        if !has_lock {
+            return ctx.err(
+                p.from_lock.span(),
+                "layer.packages.from_lock",
+                "packages come from the lockfile: add `lock = \"../mpsi.lock\"` at the top of the spec",
+            );
+        }
+        let span = p.from_lock.span();
+        sources.push(Source::Packages {
+            exclude: globset(ctx, span.clone(), "layer.packages.exclude", &p.exclude)?,
+            keep: globset(ctx, span, "layer.packages.keep", &p.keep)?,
+            from_lock: p.from_lock.into_inner(),
             at,
         });
     }
