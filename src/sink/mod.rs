@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod layout;
+pub mod registry;
 
 use crate::model::Image;
 use crate::progress::Reporter;
