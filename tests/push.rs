@@ -27,6 +27,19 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry; `htpasswd`: a `user:bcrypt` line for Basic auth.
     fn start(htpasswd: Option<&str>) -> Registry {
+        Registry::start_with(|dir| match htpasswd {
+            None => String::new(),
+            Some(line) => {
+                let f = dir.join("htpasswd");
+                fs::write(&f, format!("{line}\n")).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: mpsi-test\n    path: {}\n", f.display())
+            }
+        })
+    }
+
+    /// Starts a registry with what `extra` returns (YAML, given the
+    /// registry's own directory for files) appended to its config.
+    fn start_with(extra: impl FnOnce(&Path) -> String) -> Registry {
         let bin = require_tool("docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -34,11 +47,7 @@ impl Registry {
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: mpsi-test-secret\n",
             dir.path().join("data").display()
         );
-        if let Some(line) = htpasswd {
-            let f = dir.path().join("htpasswd");
-            fs::write(&f, format!("{line}\n")).unwrap();
-            cfg += &format!("auth:\n  htpasswd:\n    realm: mpsi-test\n    path: {}\n", f.display());
-        }
+        cfg += &extra(dir.path());
         let cfg_path = dir.path().join("config.yml");
         fs::write(&cfg_path, cfg).unwrap();
         let log = fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -339,4 +348,312 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
         }
     }
     assert!(a.store.join("push-record.json").is_file());
+}
+
+#[test]
+fn chunked_uploads_round_trip() {
+    let reg = Registry::start(None);
+    let a = assembled_fixture();
+    let home = a.tmp.path().join("home");
+    let digest = a.report["manifest_digest"].as_str().unwrap().to_string();
+    let reference = format!("{}/mpsi/chunked:v1", reg.host());
+    // Small chunks, so the app layer (about 23 KB) goes up in several PATCHes.
+    let r = json(&run_ok(
+        push_cmd(&a.store, &home, &a.layout, &reference).args(["--chunk-size", "4096"]),
+    ));
+    assert_eq!(r["blobs_uploaded"], blob_count(&a));
+    pull_back_and_compare(&reference, &a.layout, None, &digest);
+}
+
+#[test]
+fn a_corrupt_blob_is_named_and_never_pushed_as_the_image() {
+    let reg = Registry::start(None);
+    let a = assembled_fixture();
+    let home = a.tmp.path().join("home");
+    let layer = a.report["layers"][1]["digest"].as_str().unwrap().to_string();
+    let path = blob_path(&a.layout, &layer);
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+    let reference = format!("{}/mpsi/corrupt:v1", reg.host());
+    let (code, err) = run_fail(&mut push_cmd(&a.store, &home, &a.layout, &reference));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&layer), "{err}");
+    // No manifest went up.
+    assert_eq!(http_status(reg.port, "/v2/mpsi/corrupt/manifests/v1"), Some(404));
+}
+
+/// A proxy in front of the registry that injects faults on a fixed
+/// schedule: 500, 503, 429 with Retry-After, connections reset in the
+/// middle of an upload, stalls, relative Locations and 201 on PATCH. One
+/// request per connection (it answers with `Connection: close`).
+struct FaultProxy {
+    port: u16,
+    faults: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u32>>>,
+}
+
+impl FaultProxy {
+    fn start(upstream: u16) -> FaultProxy {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let faults = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+        let log = faults.clone();
+        let counter = Arc::new(AtomicU32::new(0));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let k = counter.fetch_add(1, Ordering::Relaxed);
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    if let Some(f) = proxy_one(conn, upstream, k) {
+                        *log.lock().unwrap().entry(f).or_insert(0) += 1;
+                    }
+                });
+            }
+        });
+        FaultProxy { port, faults }
+    }
+}
+
+/// Reads one request head (up to the blank line) and its body.
+fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    Some((head, vec![0u8; len]))
+}
+
+fn respond(s: &mut TcpStream, status: &str, extra: &str) {
+    let _ = write!(s, "HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+}
+
+/// Forwards one request (or injects fault number k); returns the fault.
+fn proxy_one(mut c: TcpStream, upstream: u16, k: u32) -> Option<&'static str> {
+    let (head, mut body) = read_request(&mut c)?;
+    let method = head.split_whitespace().next().unwrap_or("").to_string();
+    // A reset in the middle of an upload: read half of it, then drop.
+    if !body.is_empty() && body.len() > 4096 && k % 5 == 2 {
+        let half = body.len() / 2;
+        c.read_exact(&mut body[..half]).ok()?;
+        let _ = c.shutdown(std::net::Shutdown::Both);
+        return Some("reset mid-upload");
+    }
+    c.read_exact(&mut body).ok()?;
+    let fault = match k % 23 {
+        3 | 14 => Some(("503 Service Unavailable", "", "503")),
+        6 => Some(("500 Internal Server Error", "", "500")),
+        9 => Some(("429 Too Many Requests", "Retry-After: 1\r\n", "429 with Retry-After")),
+        _ => None,
+    };
+    if let Some((status, extra, name)) = fault {
+        respond(&mut c, status, extra);
+        return Some(name);
+    }
+    if body.is_empty() && k % 23 == 19 {
+        // A stall longer than mpsi's --stall-timeout, then a close.
+        std::thread::sleep(Duration::from_millis(2500));
+        return Some("stall");
+    }
+    let mut u = TcpStream::connect(("127.0.0.1", upstream)).ok()?;
+    let head = head.replace("Connection: keep-alive", "Connection: close");
+    let head = if head.to_ascii_lowercase().contains("connection:") {
+        head
+    } else {
+        head.trim_end().to_string() + "\r\nConnection: close\r\n\r\n"
+    };
+    u.write_all(head.as_bytes()).ok()?;
+    u.write_all(&body).ok()?;
+    let mut resp = Vec::new();
+    u.read_to_end(&mut resp).ok()?;
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let mut rhead = String::from_utf8_lossy(&resp[..split]).into_owned();
+    let mut fault = None;
+    // Relative Locations on every other answer.
+    if k % 2 == 0
+        && let Some(i) = rhead.find("Location: http://")
+    {
+        let rest = &rhead[i + "Location: http://".len()..];
+        let path_start = rest.find('/').unwrap();
+        rhead = format!("{}Location: {}", &rhead[..i], &rest[path_start..]);
+        fault = Some("relative Location");
+    }
+    if method == "PATCH" && rhead.starts_with("HTTP/1.1 202") && k % 3 == 0 {
+        rhead = rhead.replacen("HTTP/1.1 202 Accepted", "HTTP/1.1 201 Created", 1);
+        fault = Some("201 on PATCH");
+    }
+    c.write_all(rhead.as_bytes()).ok()?;
+    c.write_all(&resp[split..]).ok()?;
+    fault
+}
+
+#[test]
+fn pushes_through_a_faulty_proxy_all_succeed_and_round_trip() {
+    let reg = Registry::start(None);
+    let proxy = FaultProxy::start(reg.port);
+    let a = assembled_fixture();
+    let home = a.tmp.path().join("home");
+    let digest = a.report["manifest_digest"].as_str().unwrap().to_string();
+    let rounds: usize = std::env::var("MPSI_PUSH_FAULT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let mut retries = 0;
+    for i in 0..rounds {
+        // A fresh store each time: no record, so every blob is uploaded.
+        let store = a.tmp.path().join(format!("store-{i}"));
+        let reference = format!("127.0.0.1:{}/faults/r{i}:v1", proxy.port);
+        let mut c = push_cmd(&store, &home, &a.layout, &reference);
+        c.args(["--stall-timeout", "1s"]);
+        if i % 2 == 1 {
+            // The app layer (about 23 KB) goes up in several PATCHes.
+            c.args(["--chunk-size", "5000"]);
+        }
+        let r = json(&run_ok(&mut c));
+        assert_eq!(r["digest"], digest.as_str());
+        retries += r["retries"].as_u64().unwrap();
+        // Pulled back from the registry itself, not through the proxy.
+        pull_back_and_compare(&format!("{}/faults/r{i}:v1", reg.host()), &a.layout, None, &digest);
+    }
+    let faults = proxy.faults.lock().unwrap().clone();
+    eprintln!("{rounds} pushes through the fault proxy all succeeded ({retries} retries); faults injected: {faults:?}");
+    for f in ["503", "500", "429 with Retry-After", "reset mid-upload", "relative Location", "stall", "201 on PATCH"] {
+        assert!(faults.get(f).copied().unwrap_or(0) > 0, "fault {f} was never injected: {faults:?}");
+    }
+}
+
+/// A token service for distribution's `auth.token`: a self-signed P-256
+/// certificate (the registry's root bundle) and one ES256 JWT with that
+/// certificate in `x5c`, granting pull and push on `tok/*` repositories,
+/// handed out for Basic USER:PASSWORD only. Signed with the openssl CLI.
+struct TokenServer {
+    port: u16,
+    cert: PathBuf,
+    scopes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+const TOKEN_SERVICE: &str = "mpsi-test-registry";
+const TOKEN_ISSUER: &str = "mpsi-test-issuer";
+
+fn b64url(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// r||s (32 bytes each) from a DER ECDSA signature.
+fn der_to_raw(der: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 2; // SEQUENCE tag and (short) length
+    for _ in 0..2 {
+        assert_eq!(der[i], 0x02, "INTEGER expected in the signature");
+        let len = der[i + 1] as usize;
+        let int = &der[i + 2..i + 2 + len];
+        let int = &int[int.len().saturating_sub(32)..];
+        out.extend(std::iter::repeat_n(0u8, 32 - int.len()));
+        out.extend_from_slice(int);
+        i += 2 + len;
+    }
+    out
+}
+
+fn signed_token(dir: &Path, repos: &[&str]) -> String {
+    let openssl = require_tool("openssl");
+    let der = run_ok(Command::new(&openssl).args(["x509", "-outform", "DER", "-in"]).arg(dir.join("cert.pem"))).stdout;
+    use base64::Engine as _;
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT",
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(der)]});
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let access: Vec<_> = repos
+        .iter()
+        .map(|r| serde_json::json!({"type": "repository", "name": r, "actions": ["pull", "push"]}))
+        .collect();
+    let claims = serde_json::json!({"iss": TOKEN_ISSUER, "sub": USER, "aud": TOKEN_SERVICE,
+        "exp": now + 3600, "nbf": now - 10, "iat": now, "jti": "mpsi-test", "access": access});
+    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let msg = dir.join("jwt-input");
+    fs::write(&msg, &input).unwrap();
+    let sig = run_ok(Command::new(&openssl).args(["dgst", "-sha256", "-sign"]).arg(dir.join("key.pem")).arg(&msg)).stdout;
+    format!("{input}.{}", b64url(&der_to_raw(&sig)))
+}
+
+impl TokenServer {
+    fn start(dir: &Path, repos: &[&str]) -> TokenServer {
+        run_ok(
+            Command::new(require_tool("openssl"))
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=mpsi-token", "-keyout"])
+                .arg(dir.join("key.pem"))
+                .arg("-out")
+                .arg(dir.join("cert.pem")),
+        );
+        let token = signed_token(dir, repos);
+        use base64::Engine as _;
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}")));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = scopes.clone();
+        std::thread::spawn(move || {
+            // Bounded: the test needs far fewer tokens than this.
+            for conn in listener.incoming().take(500) {
+                let Ok(mut c) = conn else { continue };
+                let Some((head, _)) = read_request(&mut c) else { continue };
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let url = url::Url::parse(&format!("http://x{path}")).unwrap();
+                log.lock().unwrap().extend(url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.into_owned()));
+                let authorized = head.lines().any(|l| l.eq_ignore_ascii_case(&format!("authorization: {basic}")));
+                let (status, body) = if authorized {
+                    ("200 OK", serde_json::json!({"token": token, "expires_in": 3600}).to_string())
+                } else {
+                    ("401 Unauthorized", r#"{"details":"bad credentials"}"#.to_string())
+                };
+                let _ = write!(c, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        TokenServer { port, cert: dir.join("cert.pem"), scopes }
+    }
+
+    fn registry_config(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            self.port,
+            self.cert.display()
+        )
+    }
+}
+
+#[test]
+fn token_auth_pushes_and_mounts() {
+    let a = assembled_fixture();
+    let home = a.tmp.path().join("home");
+    let tokdir = a.tmp.path().join("token");
+    fs::create_dir_all(&tokdir).unwrap();
+    let tokens = TokenServer::start(&tokdir, &["tok/app", "tok/second"]);
+    let reg = Registry::start_with(|_| tokens.registry_config());
+    let digest = a.report["manifest_digest"].as_str().unwrap().to_string();
+    let creds = format!("{USER}:{PASSWORD}");
+
+    let reference = format!("{}/tok/app:v1", reg.host());
+    let (code, err) = run_fail(push_cmd(&a.store, &home, &a.layout, &reference).args(["--creds", &format!("{USER}:wrong")]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("token service") && err.contains("401"), "{err}");
+
+    let r = json(&run_ok(push_cmd(&a.store, &home, &a.layout, &reference).args(["--creds", &creds])));
+    assert_eq!(r["blobs_uploaded"], blob_count(&a));
+    pull_back_and_compare(&reference, &a.layout, Some(&creds), &digest);
+    let second = format!("{}/tok/second:v1", reg.host());
+    let r = json(&run_ok(push_cmd(&a.store, &home, &a.layout, &second).args(["--creds", &creds])));
+    assert_eq!(r["blobs_mounted"], blob_count(&a), "{r}");
+    let asked = tokens.scopes.lock().unwrap().clone();
+    assert!(asked.contains(&"repository:tok/app:pull,push".to_string()), "{asked:?}");
+    // The mount asked for pull on its source in the same token.
+    assert!(asked.contains(&"repository:tok/app:pull".to_string()), "{asked:?}");
 }

@@ -17,6 +17,7 @@ pub struct RegistryError {
     pub what: String,
     pub status: StatusCode,
     pub said: String,
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl RegistryError {
@@ -166,6 +167,7 @@ impl Registry {
             return Ok(resp);
         }
         let status = resp.status();
+        let retry_after = http::retry_after(resp.headers());
         let mut said = error_summary(resp);
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             said += "; check the credentials (--creds, MPSI_REGISTRY_USER/MPSI_REGISTRY_PASSWORD, auth.json or docker config.json) and their rights on this repository";
@@ -174,6 +176,7 @@ impl Registry {
             what: what.to_string(),
             status,
             said,
+            retry_after,
         }
         .into())
     }
@@ -228,6 +231,15 @@ impl Registry {
         })?;
         let r = Self::expect(&what, r, &[StatusCode::CREATED, StatusCode::OK])?;
         check_digest(&what, r.headers(), digest)
+    }
+}
+
+/// Whether an error is worth another try (a transient status or a
+/// transport failure), and how long the registry asked us to wait.
+pub fn transient(err: &anyhow::Error) -> (bool, Option<std::time::Duration>) {
+    match err.downcast_ref::<RegistryError>() {
+        Some(r) => (r.retryable(), r.retry_after),
+        None => (err.chain().any(|c| c.is::<reqwest::Error>()), None),
     }
 }
 

@@ -5,11 +5,11 @@
 //! from a fresh session (a half-sent body may have been appended to the
 //! old one), replaying from disk.
 
-use super::client::{Registry, RegistryError, Replay, check_digest};
+use super::client::{Registry, Replay, check_digest, transient};
 use crate::progress::Task;
 use anyhow::{Context, Result, anyhow};
 use reqwest::blocking::Body;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,19 +136,20 @@ pub fn push_blob(
             Ok(o) => return Ok(o),
             Err(e) => e,
         };
-        let transient = match err.downcast_ref::<RegistryError>() {
-            Some(r) => r.retryable(),
-            None => err.chain().any(|c| c.is::<reqwest::Error>()),
-        };
+        let (again, retry_after) = transient(&err);
         tries += 1;
-        if !transient || tries >= reg.retry.attempts {
+        if !again || tries >= reg.retry.attempts {
             return Err(err).context(format!("uploading blob {}", blob.digest));
+        }
+        // The upload may have gone through with only its answer lost.
+        if reg.has_blob(&blob.digest).unwrap_or(false) {
+            return Ok(Outcome::Uploaded);
         }
         let s = progress.sent.fetch_sub(counted, Ordering::Relaxed) - counted;
         progress.total.set_position(s);
         bar.set_position(0);
         reg.retries.fetch_add(1, Ordering::Relaxed);
-        std::thread::sleep(reg.retry.delay(tries - 1, None));
+        std::thread::sleep(reg.retry.delay(tries - 1, retry_after));
     }
 }
 
@@ -250,28 +251,15 @@ impl Attempt<'_> {
             if buf.is_empty() {
                 break;
             }
-            let end = start + buf.len() as u64 - 1;
-            let what = format!("uploading bytes {start}-{end} of blob {d}");
-            let body = Arc::new(buf);
-            let r = self.reg.execute(&what, body.len() as u64, Replay::No, &|| {
-                Ok(self
-                    .reg
-                    .request(Method::PATCH, loc.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_RANGE, format!("{start}-{end}"))
-                    .header(CONTENT_LENGTH, body.len())
-                    .body(body.as_ref().clone()))
-            })?;
-            let r = Registry::expect(&what, r, &[StatusCode::ACCEPTED, StatusCode::CREATED, StatusCode::NO_CONTENT])?;
-            if r.headers().contains_key(reqwest::header::LOCATION) {
-                loc = self.reg.location(&r)?;
-            }
-            start = end + 1;
+            loc = self.send_chunk(loc, start, &buf)?;
+            start += buf.len() as u64;
         }
         let mut url = loc;
         url.query_pairs_mut().append_pair("digest", d);
         let what = format!("completing the upload of blob {d}");
-        let r = self.reg.execute(&what, 0, Replay::No, &|| {
+        // No body: safe to resend (a lost answer to a commit that went
+        // through is caught by push_blob's HEAD).
+        let r = self.reg.execute(&what, 0, Replay::Yes, &|| {
             Ok(self
                 .reg
                 .request(Method::PUT, url.clone())
@@ -281,6 +269,80 @@ impl Attempt<'_> {
         let r = Registry::expect(&what, r, &[StatusCode::CREATED])?;
         check_digest(&what, r.headers(), d)?;
         Ok(Outcome::Uploaded)
+    }
+}
+
+impl Attempt<'_> {
+    /// PATCHes `buf` at `start`; after a transient failure asks the
+    /// session how much it holds (GET, `Range`) and sends the rest, so a
+    /// failed chunk costs one chunk, not the blob. Returns the latest
+    /// Location.
+    fn send_chunk(&self, mut loc: Url, start: u64, buf: &[u8]) -> Result<Url> {
+        let mut off = 0usize;
+        let mut tries = 0u32;
+        loop {
+            match self.patch(&loc, start + off as u64, &buf[off..]) {
+                Ok(next) => return Ok(next.unwrap_or(loc)),
+                Err(e) => {
+                    let (again, retry_after) = transient(&e);
+                    tries += 1;
+                    if !again || tries >= self.reg.retry.attempts {
+                        return Err(e);
+                    }
+                    self.reg.retries.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(self.reg.retry.delay(tries - 1, retry_after));
+                    let (next, held) = self.status(&loc)?;
+                    let end = start + buf.len() as u64;
+                    if held < start || held > end {
+                        // Not where we left it: start the blob again.
+                        return Err(e);
+                    }
+                    loc = next.unwrap_or(loc);
+                    off = (held - start) as usize;
+                    if off == buf.len() {
+                        return Ok(loc);
+                    }
+                }
+            }
+        }
+    }
+
+    fn patch(&self, loc: &Url, start: u64, bytes: &[u8]) -> Result<Option<Url>> {
+        let end = start + bytes.len() as u64 - 1;
+        let what = format!("uploading bytes {start}-{end} of blob {}", self.blob.digest);
+        let r = self.reg.execute(&what, bytes.len() as u64, Replay::No, &|| {
+            Ok(self
+                .reg
+                .request(Method::PATCH, loc.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_RANGE, format!("{start}-{end}"))
+                .header(CONTENT_LENGTH, bytes.len())
+                .body(bytes.to_vec()))
+        })?;
+        // 201 too: ECR answers intermediate chunks with it.
+        let ok = [StatusCode::ACCEPTED, StatusCode::CREATED, StatusCode::NO_CONTENT];
+        let r = Registry::expect(&what, r, &ok)?;
+        if r.headers().contains_key(LOCATION) {
+            return self.reg.location(&r).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The session's Location and how many bytes it holds (`Range: 0-N`
+    /// means N+1; distribution says `0-0` for an empty session too, and
+    /// resumes happen only at chunk boundaries, so it counts as 0).
+    fn status(&self, loc: &Url) -> Result<(Option<Url>, u64)> {
+        let what = format!("asking how much of blob {} the registry holds", self.blob.digest);
+        let r = self.reg.execute(&what, 0, Replay::Yes, &|| Ok(self.reg.request(Method::GET, loc.clone())))?;
+        let r = Registry::expect(&what, r, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
+        let held = r
+            .headers()
+            .get(reqwest::header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix("0-").and_then(|e| e.parse::<u64>().ok()))
+            .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
+        let next = if r.headers().contains_key(LOCATION) { Some(self.reg.location(&r)?) } else { None };
+        Ok((next, held))
     }
 }
 
