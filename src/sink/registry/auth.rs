@@ -242,6 +242,15 @@ impl Auth {
         // Push scope first: some registries read only the first scope.
         let mut ordered: Vec<&String> = scopes.iter().filter(|s| s.contains("push")).collect();
         ordered.extend(scopes.iter().filter(|s| !s.contains("push")));
+        // A plain-http registry's client has no TLS roots; an https realm
+        // gets a client of its own.
+        let tls_client;
+        let http = if self.plain_http && realm_url.scheme() == "https" {
+            tls_client = crate::http::client(t, true)?;
+            &tls_client
+        } else {
+            http
+        };
         let req = match cred {
             Some(Credential::Identity { token, .. }) => {
                 let mut form = url::form_urlencoded::Serializer::new(String::new());

@@ -147,7 +147,7 @@ impl RegistrySink {
             scopes,
             Box::new(move || creds::lookup(&sources, &registry, &repo)),
         );
-        let http = http::client(&o.timeouts)?;
+        let http = http::client(&o.timeouts, !plain)?;
         Ok(Registry::new(http, base, &r.repository, auth, o.retry.clone(), o.timeouts.clone()))
     }
 }
