@@ -673,7 +673,7 @@ fn source_date_epoch_env() -> Result<Option<u64>> {
 /// Progress bars when stderr is a terminal and the output is for humans.
 fn reporter(json: bool) -> Box<dyn progress::Reporter> {
     if progress(json) {
-        Box::new(cli::progress::Bars)
+        Box::new(cli::progress::Bars::default())
     } else {
         Box::new(progress::Quiet)
     }

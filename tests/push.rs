@@ -21,7 +21,11 @@ struct Registry {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Registry {
@@ -32,7 +36,10 @@ impl Registry {
             Some(line) => {
                 let f = dir.join("htpasswd");
                 fs::write(&f, format!("{line}\n")).unwrap();
-                format!("auth:\n  htpasswd:\n    realm: mpsi-test\n    path: {}\n", f.display())
+                format!(
+                    "auth:\n  htpasswd:\n    realm: mpsi-test\n    path: {}\n",
+                    f.display()
+                )
             }
         })
     }
@@ -58,7 +65,11 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("starting docker-registry");
-        let reg = Registry { child, port, _dir: dir };
+        let reg = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
         // Bounded wait for /v2/ to answer (200 open, 401 with auth).
         for _ in 0..100 {
             if let Some(status) = http_status(port, "/v2/")
@@ -87,27 +98,45 @@ impl Drop for Registry {
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = [0u8; 32];
     let n = s.read(&mut buf).ok()?;
-    String::from_utf8_lossy(&buf[..n]).split_whitespace().nth(1)?.parse().ok()
+    String::from_utf8_lossy(&buf[..n])
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// `mpsi` with no registry credentials from the caller's environment:
 /// HOME and DOCKER_CONFIG point into `home`.
 fn mpsi_clean(store: &Path, home: &Path) -> Command {
     let mut c = mpsi(store);
-    for k in ["MPSI_REGISTRY_USER", "MPSI_REGISTRY_PASSWORD", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"] {
+    for k in [
+        "MPSI_REGISTRY_USER",
+        "MPSI_REGISTRY_PASSWORD",
+        "REGISTRY_AUTH_FILE",
+        "XDG_RUNTIME_DIR",
+    ] {
         c.env_remove(k);
     }
-    c.env("HOME", home).env("DOCKER_CONFIG", home.join(".docker"));
+    c.env("HOME", home)
+        .env("DOCKER_CONFIG", home.join(".docker"));
     c.env("MPSI_PUSH_BACKOFF_MS", "20");
     c
 }
 
 fn push_cmd(store: &Path, home: &Path, layout: &Path, reference: &str) -> Command {
     let mut c = mpsi_clean(store, home);
-    c.arg("push").arg("--layout").arg(layout).arg(reference).arg("--json");
+    c.arg("push")
+        .arg("--layout")
+        .arg(layout)
+        .arg(reference)
+        .arg("--json");
     c
 }
 
@@ -122,14 +151,22 @@ fn pull_back_and_compare(reference: &str, ours: &Path, creds: Option<&str>, dige
     if let Some(u) = creds {
         c.arg("--src-creds").arg(u);
     }
-    c.arg(format!("docker://{reference}")).arg(format!("oci:{}:t", dest.display()));
+    c.arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:t", dest.display()));
     run_ok(&mut c);
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(dest.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"][0]["digest"], digest, "skopeo pulled another manifest");
+    assert_eq!(
+        index["manifests"][0]["digest"], digest,
+        "skopeo pulled another manifest"
+    );
     let manifest_path = blob_path(&dest, digest);
-    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
-    let mut digests = vec![digest.to_string(), manifest["config"]["digest"].as_str().unwrap().to_string()];
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
+    let mut digests = vec![
+        digest.to_string(),
+        manifest["config"]["digest"].as_str().unwrap().to_string(),
+    ];
     for l in manifest["layers"].as_array().unwrap() {
         digests.push(l["digest"].as_str().unwrap().to_string());
     }
@@ -141,7 +178,9 @@ fn pull_back_and_compare(reference: &str, ours: &Path, creds: Option<&str>, dige
 }
 
 fn blob_path(layout: &Path, digest: &str) -> PathBuf {
-    layout.join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap())
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
 }
 
 fn blob_count(a: &Assembled) -> u64 {
@@ -164,16 +203,26 @@ fn anonymous_push_round_trips_and_a_second_push_uploads_nothing() {
     );
     let r = json(&out);
     assert_eq!(r["digest"], digest.as_str());
-    assert_eq!(r["reference"], format!("{}/mpsi/fixture@{digest}", reg.host()));
+    assert_eq!(
+        r["reference"],
+        format!("{}/mpsi/fixture@{digest}", reg.host())
+    );
     assert_eq!(r["tags"], serde_json::json!(["v1", "extra"]));
     assert_eq!(r["blobs_uploaded"], blob_count(&a));
     assert!(r["bytes_uploaded"].as_u64().unwrap() > 1000);
     assert_eq!(fs::read_to_string(&digest_file).unwrap(), digest);
     pull_back_and_compare(&reference, &a.layout, None, &digest);
-    pull_back_and_compare(&format!("{}/mpsi/fixture:extra", reg.host()), &a.layout, None, &digest);
+    pull_back_and_compare(
+        &format!("{}/mpsi/fixture:extra", reg.host()),
+        &a.layout,
+        None,
+        &digest,
+    );
 
     // Again: the registry has every blob.
-    let again = json(&run_ok(&mut push_cmd(&a.store, &home, &a.layout, &reference)));
+    let again = json(&run_ok(&mut push_cmd(
+        &a.store, &home, &a.layout, &reference,
+    )));
     assert_eq!(again["bytes_uploaded"], 0);
     assert_eq!(again["blobs_skipped"], blob_count(&a));
     assert_eq!(again["digest"], digest.as_str());
@@ -193,7 +242,12 @@ fn a_push_to_a_second_repository_mounts_instead_of_uploading() {
     let a = assembled_fixture();
     let home = a.tmp.path().join("home");
     let digest = a.report["manifest_digest"].as_str().unwrap().to_string();
-    run_ok(&mut push_cmd(&a.store, &home, &a.layout, &format!("{}/team/one:v1", reg.host())));
+    run_ok(&mut push_cmd(
+        &a.store,
+        &home,
+        &a.layout,
+        &format!("{}/team/one:v1", reg.host()),
+    ));
     let second = format!("{}/team/two:v1", reg.host());
     let r = json(&run_ok(&mut push_cmd(&a.store, &home, &a.layout, &second)));
     assert_eq!(r["blobs_mounted"], blob_count(&a), "{r}");
@@ -201,7 +255,10 @@ fn a_push_to_a_second_repository_mounts_instead_of_uploading() {
     pull_back_and_compare(&second, &a.layout, None, &digest);
     // The record names repositories and digests only.
     let record = fs::read_to_string(a.store.join("push-record.json")).unwrap();
-    assert!(record.contains("team/one") && record.contains("team/two"), "{record}");
+    assert!(
+        record.contains("team/one") && record.contains("team/two"),
+        "{record}"
+    );
 }
 
 #[test]
@@ -223,14 +280,24 @@ fn assemble_push_sends_the_assembled_image() {
     );
     let r = json(&out);
     assert_eq!(r["push"]["digest"], r["manifest_digest"]);
-    pull_back_and_compare(&reference, &layout, None, r["manifest_digest"].as_str().unwrap());
+    pull_back_and_compare(
+        &reference,
+        &layout,
+        None,
+        r["manifest_digest"].as_str().unwrap(),
+    );
 }
 
 #[test]
 fn bad_references_are_bad_input() {
     let a = assembled_fixture();
     let home = a.tmp.path().join("home");
-    let (code, err) = run_fail(&mut push_cmd(&a.store, &home, &a.layout, "127.0.0.1:1/UPPER:x"));
+    let (code, err) = run_fail(&mut push_cmd(
+        &a.store,
+        &home,
+        &a.layout,
+        "127.0.0.1:1/UPPER:x",
+    ));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("invalid image reference"), "{err}");
 }
@@ -288,7 +355,9 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
     )
     .unwrap();
     let reference = format!("{}/auth/docker-config:v1", reg.host());
-    keep(&run_ok(&mut push_cmd(&a.store, &home, &a.layout, &reference)));
+    keep(&run_ok(&mut push_cmd(
+        &a.store, &home, &a.layout, &reference,
+    )));
 
     // A containers auth.json named by REGISTRY_AUTH_FILE, namespace key.
     let auth_file = a.tmp.path().join("auth.json");
@@ -299,7 +368,9 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
     .unwrap();
     fs::remove_file(docker.join("config.json")).unwrap();
     let reference = format!("{}/auth/auth-json:v1", reg.host());
-    keep(&run_ok(push_cmd(&a.store, &home, &a.layout, &reference).env("REGISTRY_AUTH_FILE", &auth_file)));
+    keep(&run_ok(
+        push_cmd(&a.store, &home, &a.layout, &reference).env("REGISTRY_AUTH_FILE", &auth_file),
+    ));
 
     // A credential helper, through credHelpers.
     let bin = a.tmp.path().join("bin");
@@ -320,9 +391,15 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
         serde_json::json!({"credHelpers": {reg.host(): "test"}}).to_string(),
     )
     .unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let reference = format!("{}/auth/helper:v1", reg.host());
-    keep(&run_ok(push_cmd(&a.store, &home, &a.layout, &reference).env("PATH", &path)));
+    keep(&run_ok(
+        push_cmd(&a.store, &home, &a.layout, &reference).env("PATH", &path),
+    ));
     pull_back_and_compare(&reference, &a.layout, Some(&creds), &digest);
 
     // A wrong password: exit 1, the registry's words quoted.
@@ -333,7 +410,10 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
         .unwrap();
     assert_eq!(wrong.status.code(), Some(1));
     let err = String::from_utf8_lossy(&wrong.stderr);
-    assert!(err.contains("401") && err.contains("UNAUTHORIZED: authentication required"), "{err}");
+    assert!(
+        err.contains("401") && err.contains("UNAUTHORIZED: authentication required"),
+        "{err}"
+    );
     keep(&wrong);
 
     // Nothing mpsi printed or wrote holds the password.
@@ -343,7 +423,11 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
     for dir in [&a.layout, &a.store] {
         for f in walk(dir) {
             if f.is_file() {
-                assert!(!leaks(&fs::read(&f).unwrap()), "the password is in {}", f.display());
+                assert!(
+                    !leaks(&fs::read(&f).unwrap()),
+                    "the password is in {}",
+                    f.display()
+                );
             }
         }
     }
@@ -370,7 +454,10 @@ fn a_corrupt_blob_is_named_and_never_pushed_as_the_image() {
     let reg = Registry::start(None);
     let a = assembled_fixture();
     let home = a.tmp.path().join("home");
-    let layer = a.report["layers"][1]["digest"].as_str().unwrap().to_string();
+    let layer = a.report["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let path = blob_path(&a.layout, &layer);
     let mut bytes = fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
@@ -381,7 +468,10 @@ fn a_corrupt_blob_is_named_and_never_pushed_as_the_image() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&layer), "{err}");
     // No manifest went up.
-    assert_eq!(http_status(reg.port, "/v2/mpsi/corrupt/manifests/v1"), Some(404));
+    assert_eq!(
+        http_status(reg.port, "/v2/mpsi/corrupt/manifests/v1"),
+        Some(404)
+    );
 }
 
 /// A proxy in front of the registry that injects faults on a fixed
@@ -431,13 +521,20 @@ fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let head = String::from_utf8(head).ok()?;
     let len: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0);
     Some((head, vec![0u8; len]))
 }
 
 fn respond(s: &mut TcpStream, status: &str, extra: &str) {
-    let _ = write!(s, "HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
 }
 
 /// Forwards one request (or injects fault number k); returns the fault.
@@ -455,7 +552,11 @@ fn proxy_one(mut c: TcpStream, upstream: u16, k: u32) -> Option<&'static str> {
     let fault = match k % 23 {
         3 | 14 => Some(("503 Service Unavailable", "", "503")),
         6 => Some(("500 Internal Server Error", "", "500")),
-        9 => Some(("429 Too Many Requests", "Retry-After: 1\r\n", "429 with Retry-After")),
+        9 => Some((
+            "429 Too Many Requests",
+            "Retry-After: 1\r\n",
+            "429 with Retry-After",
+        )),
         _ => None,
     };
     if let Some((status, extra, name)) = fault {
@@ -482,7 +583,7 @@ fn proxy_one(mut c: TcpStream, upstream: u16, k: u32) -> Option<&'static str> {
     let mut rhead = String::from_utf8_lossy(&resp[..split]).into_owned();
     let mut fault = None;
     // Relative Locations on every other answer.
-    if k % 2 == 0
+    if k.is_multiple_of(2)
         && let Some(i) = rhead.find("Location: http://")
     {
         let rest = &rhead[i + "Location: http://".len()..];
@@ -490,7 +591,7 @@ fn proxy_one(mut c: TcpStream, upstream: u16, k: u32) -> Option<&'static str> {
         rhead = format!("{}Location: {}", &rhead[..i], &rest[path_start..]);
         fault = Some("relative Location");
     }
-    if method == "PATCH" && rhead.starts_with("HTTP/1.1 202") && k % 3 == 0 {
+    if method == "PATCH" && rhead.starts_with("HTTP/1.1 202") && k.is_multiple_of(3) {
         rhead = rhead.replacen("HTTP/1.1 202 Accepted", "HTTP/1.1 201 Created", 1);
         fault = Some("201 on PATCH");
     }
@@ -506,7 +607,10 @@ fn pushes_through_a_faulty_proxy_all_succeed_and_round_trip() {
     let a = assembled_fixture();
     let home = a.tmp.path().join("home");
     let digest = a.report["manifest_digest"].as_str().unwrap().to_string();
-    let rounds: usize = std::env::var("MPSI_PUSH_FAULT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let rounds: usize = std::env::var("MPSI_PUSH_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let mut retries = 0;
     for i in 0..rounds {
         // A fresh store each time: no record, so every blob is uploaded.
@@ -522,12 +626,30 @@ fn pushes_through_a_faulty_proxy_all_succeed_and_round_trip() {
         assert_eq!(r["digest"], digest.as_str());
         retries += r["retries"].as_u64().unwrap();
         // Pulled back from the registry itself, not through the proxy.
-        pull_back_and_compare(&format!("{}/faults/r{i}:v1", reg.host()), &a.layout, None, &digest);
+        pull_back_and_compare(
+            &format!("{}/faults/r{i}:v1", reg.host()),
+            &a.layout,
+            None,
+            &digest,
+        );
     }
     let faults = proxy.faults.lock().unwrap().clone();
-    eprintln!("{rounds} pushes through the fault proxy all succeeded ({retries} retries); faults injected: {faults:?}");
-    for f in ["503", "500", "429 with Retry-After", "reset mid-upload", "relative Location", "stall", "201 on PATCH"] {
-        assert!(faults.get(f).copied().unwrap_or(0) > 0, "fault {f} was never injected: {faults:?}");
+    eprintln!(
+        "{rounds} pushes through the fault proxy all succeeded ({retries} retries); faults injected: {faults:?}"
+    );
+    for f in [
+        "503",
+        "500",
+        "429 with Retry-After",
+        "reset mid-upload",
+        "relative Location",
+        "stall",
+        "201 on PATCH",
+    ] {
+        assert!(
+            faults.get(f).copied().unwrap_or(0) > 0,
+            "fault {f} was never injected: {faults:?}"
+        );
     }
 }
 
@@ -567,21 +689,39 @@ fn der_to_raw(der: &[u8]) -> Vec<u8> {
 
 fn signed_token(dir: &Path, repos: &[&str]) -> String {
     let openssl = require_tool("openssl");
-    let der = run_ok(Command::new(&openssl).args(["x509", "-outform", "DER", "-in"]).arg(dir.join("cert.pem"))).stdout;
+    let der = run_ok(
+        Command::new(&openssl)
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(dir.join("cert.pem")),
+    )
+    .stdout;
     use base64::Engine as _;
     let header = serde_json::json!({"alg": "ES256", "typ": "JWT",
         "x5c": [base64::engine::general_purpose::STANDARD.encode(der)]});
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let access: Vec<_> = repos
         .iter()
         .map(|r| serde_json::json!({"type": "repository", "name": r, "actions": ["pull", "push"]}))
         .collect();
     let claims = serde_json::json!({"iss": TOKEN_ISSUER, "sub": USER, "aud": TOKEN_SERVICE,
         "exp": now + 3600, "nbf": now - 10, "iat": now, "jti": "mpsi-test", "access": access});
-    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
     let msg = dir.join("jwt-input");
     fs::write(&msg, &input).unwrap();
-    let sig = run_ok(Command::new(&openssl).args(["dgst", "-sha256", "-sign"]).arg(dir.join("key.pem")).arg(&msg)).stdout;
+    let sig = run_ok(
+        Command::new(&openssl)
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(dir.join("key.pem"))
+            .arg(&msg),
+    )
+    .stdout;
     format!("{input}.{}", b64url(&der_to_raw(&sig)))
 }
 
@@ -589,14 +729,30 @@ impl TokenServer {
     fn start(dir: &Path, repos: &[&str]) -> TokenServer {
         run_ok(
             Command::new(require_tool("openssl"))
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=mpsi-token", "-keyout"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=mpsi-token",
+                    "-keyout",
+                ])
                 .arg(dir.join("key.pem"))
                 .arg("-out")
                 .arg(dir.join("cert.pem")),
         );
         let token = signed_token(dir, repos);
         use base64::Engine as _;
-        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}")));
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        );
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -605,20 +761,42 @@ impl TokenServer {
             // Bounded: the test needs far fewer tokens than this.
             for conn in listener.incoming().take(500) {
                 let Ok(mut c) = conn else { continue };
-                let Some((head, _)) = read_request(&mut c) else { continue };
+                let Some((head, _)) = read_request(&mut c) else {
+                    continue;
+                };
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
                 let url = url::Url::parse(&format!("http://x{path}")).unwrap();
-                log.lock().unwrap().extend(url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.into_owned()));
-                let authorized = head.lines().any(|l| l.eq_ignore_ascii_case(&format!("authorization: {basic}")));
+                log.lock().unwrap().extend(
+                    url.query_pairs()
+                        .filter(|(k, _)| k == "scope")
+                        .map(|(_, v)| v.into_owned()),
+                );
+                let authorized = head
+                    .lines()
+                    .any(|l| l.eq_ignore_ascii_case(&format!("authorization: {basic}")));
                 let (status, body) = if authorized {
-                    ("200 OK", serde_json::json!({"token": token, "expires_in": 3600}).to_string())
+                    (
+                        "200 OK",
+                        serde_json::json!({"token": token, "expires_in": 3600}).to_string(),
+                    )
                 } else {
-                    ("401 Unauthorized", r#"{"details":"bad credentials"}"#.to_string())
+                    (
+                        "401 Unauthorized",
+                        r#"{"details":"bad credentials"}"#.to_string(),
+                    )
                 };
-                let _ = write!(c, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             }
         });
-        TokenServer { port, cert: dir.join("cert.pem"), scopes }
+        TokenServer {
+            port,
+            cert: dir.join("cert.pem"),
+            scopes,
+        }
     }
 
     fn registry_config(&self) -> String {
@@ -642,18 +820,34 @@ fn token_auth_pushes_and_mounts() {
     let creds = format!("{USER}:{PASSWORD}");
 
     let reference = format!("{}/tok/app:v1", reg.host());
-    let (code, err) = run_fail(push_cmd(&a.store, &home, &a.layout, &reference).args(["--creds", &format!("{USER}:wrong")]));
+    let (code, err) = run_fail(
+        push_cmd(&a.store, &home, &a.layout, &reference)
+            .args(["--creds", &format!("{USER}:wrong")]),
+    );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("token service") && err.contains("401"), "{err}");
+    assert!(
+        err.contains("token service") && err.contains("401"),
+        "{err}"
+    );
 
-    let r = json(&run_ok(push_cmd(&a.store, &home, &a.layout, &reference).args(["--creds", &creds])));
+    let r = json(&run_ok(
+        push_cmd(&a.store, &home, &a.layout, &reference).args(["--creds", &creds]),
+    ));
     assert_eq!(r["blobs_uploaded"], blob_count(&a));
     pull_back_and_compare(&reference, &a.layout, Some(&creds), &digest);
     let second = format!("{}/tok/second:v1", reg.host());
-    let r = json(&run_ok(push_cmd(&a.store, &home, &a.layout, &second).args(["--creds", &creds])));
+    let r = json(&run_ok(
+        push_cmd(&a.store, &home, &a.layout, &second).args(["--creds", &creds]),
+    ));
     assert_eq!(r["blobs_mounted"], blob_count(&a), "{r}");
     let asked = tokens.scopes.lock().unwrap().clone();
-    assert!(asked.contains(&"repository:tok/app:pull,push".to_string()), "{asked:?}");
+    assert!(
+        asked.contains(&"repository:tok/app:pull,push".to_string()),
+        "{asked:?}"
+    );
     // The mount asked for pull on its source in the same token.
-    assert!(asked.contains(&"repository:tok/app:pull".to_string()), "{asked:?}");
+    assert!(
+        asked.contains(&"repository:tok/app:pull".to_string()),
+        "{asked:?}"
+    );
 }

@@ -132,8 +132,14 @@ mod tests {
             let cap = Duration::from_millis(100 * (1 << attempt.min(16))).min(p.max_delay);
             assert!(d >= cap / 2 && d <= cap, "{attempt}: {d:?}");
         }
-        assert_eq!(p.delay(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(9999))), Duration::from_secs(120));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(9999))),
+            Duration::from_secs(120)
+        );
     }
 
     #[test]

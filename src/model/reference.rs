@@ -50,10 +50,15 @@ impl Reference {
         if let Some(t) = tag {
             let ok = !t.is_empty()
                 && t.len() <= 128
-                && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                && t.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             if !ok {
-                return Err(bad("a tag is 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
+                return Err(bad(
+                    "a tag is 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+                ));
             }
         }
         let (registry, repository) = split_registry(name);
@@ -169,7 +174,10 @@ mod tests {
     #[test]
     fn docker_hub_short_forms_are_normalised() {
         let r = p("mariadb");
-        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("docker.io", "library/mariadb"));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("docker.io", "library/mariadb")
+        );
         assert_eq!(r.api_host(), "registry-1.docker.io");
         assert_eq!(p("acme/db:1").repository, "acme/db");
         assert_eq!(p("index.docker.io/acme/db").registry, "docker.io");
@@ -183,7 +191,10 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("v1"));
         assert!(r.is_loopback());
         let r = p("localhost:5000/x");
-        assert_eq!((r.registry.as_str(), r.tag.as_deref()), ("localhost:5000", None));
+        assert_eq!(
+            (r.registry.as_str(), r.tag.as_deref()),
+            ("localhost:5000", None)
+        );
         assert!(r.is_loopback());
         let d = format!("sha256:{}", "a".repeat(64));
         let r = p(&format!("ghcr.io/acme/db:t@{d}"));
@@ -198,9 +209,20 @@ mod tests {
 
     #[test]
     fn bad_references_say_why() {
-        for bad in ["", "Upper/Case", "reg.io/", "x:", "x:-bad", "x@sha256:abc", "a//b"] {
+        for bad in [
+            "",
+            "Upper/Case",
+            "reg.io/",
+            "x:",
+            "x:-bad",
+            "x@sha256:abc",
+            "a//b",
+        ] {
             let e = Reference::parse(bad).unwrap_err();
-            assert!(e.to_string().contains("invalid image reference"), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("invalid image reference"),
+                "{bad}: {e}"
+            );
         }
     }
 }

@@ -82,7 +82,10 @@ pub fn parse_challenges(value: &str) -> Vec<Challenge> {
 enum Scheme {
     Anonymous,
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 struct Token {
@@ -192,7 +195,9 @@ impl Auth {
             .iter()
             .find(|c| c.scheme == "bearer")
             .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
-            .ok_or_else(|| anyhow!("the registry answered 401 without a Basic or Bearer challenge ({value:?})"))?;
+            .ok_or_else(|| {
+                anyhow!("the registry answered 401 without a Basic or Bearer challenge ({value:?})")
+            })?;
         {
             let mut st = self.state.lock().unwrap();
             if chosen.scheme == "basic" {
@@ -208,13 +213,16 @@ impl Auth {
                     service: chosen.params.get("service").cloned(),
                 };
                 if let Some(s) = chosen.params.get("scope") {
-                    st.scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(String::from));
+                    st.scopes
+                        .extend(s.split(' ').filter(|s| !s.is_empty()).map(String::from));
                 }
             }
         }
         if chosen.scheme == "basic" {
             return match self.credential()? {
-                Some(Credential::Basic { .. }) => self.may_send_secrets(&self.host, self.plain_http),
+                Some(Credential::Basic { .. }) => {
+                    self.may_send_secrets(&self.host, self.plain_http)
+                }
                 Some(Credential::Identity { .. }) => bail!(
                     "the registry asks for Basic auth but the credentials found are an identity token"
                 ),
@@ -228,13 +236,19 @@ impl Auth {
         let (realm, service, scopes) = {
             let st = self.state.lock().unwrap();
             match &st.scheme {
-                Scheme::Bearer { realm, service } => (realm.clone(), service.clone(), st.scopes.clone()),
+                Scheme::Bearer { realm, service } => {
+                    (realm.clone(), service.clone(), st.scopes.clone())
+                }
                 _ => return Ok(()),
             }
         };
         let realm_url = reqwest::Url::parse(&realm)
             .with_context(|| format!("the registry's token realm {realm:?} is not a URL"))?;
-        let realm_host = realm_url.host_str().unwrap_or("").trim_matches(['[', ']']).to_string();
+        let realm_host = realm_url
+            .host_str()
+            .unwrap_or("")
+            .trim_matches(['[', ']'])
+            .to_string();
         let cred = self.credential()?;
         if cred.is_some() {
             self.may_send_secrets(&realm_host, realm_url.scheme() == "http")?;
@@ -257,12 +271,22 @@ impl Auth {
                 form.append_pair("grant_type", "refresh_token")
                     .append_pair("refresh_token", token.expose())
                     .append_pair("client_id", "mpsi")
-                    .append_pair("scope", &ordered.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
+                    .append_pair(
+                        "scope",
+                        &ordered
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    );
                 if let Some(s) = &service {
                     form.append_pair("service", s);
                 }
                 http.post(realm_url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
                     .body(form.finish())
             }
             other => {
@@ -279,7 +303,8 @@ impl Auth {
                 let r = http.get(u);
                 match other {
                     Some(Credential::Basic { username, password }) => {
-                        let mut h = HeaderValue::from_str(&basic_value(username, password.expose()))?;
+                        let mut h =
+                            HeaderValue::from_str(&basic_value(username, password.expose()))?;
                         h.set_sensitive(true);
                         r.header(reqwest::header::AUTHORIZATION, h)
                     }
@@ -296,7 +321,11 @@ impl Auth {
             let body = super::client::error_summary(resp);
             bail!(
                 "the token service {realm} refused the request ({status}){body}{}",
-                if cred.is_none() { format!("; {}", no_credentials(&self.host)) } else { String::new() }
+                if cred.is_none() {
+                    format!("; {}", no_credentials(&self.host))
+                } else {
+                    String::new()
+                }
             );
         }
         let v: serde_json::Value = resp.json_value()?;
@@ -338,7 +367,10 @@ fn no_credentials(host: &str) -> String {
 
 fn basic_value(user: &str, pass: &str) -> String {
     let raw = format!("{user}:{pass}");
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 fn scope_key(scopes: &BTreeSet<String>) -> String {
@@ -369,12 +401,18 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].scheme, "bearer");
         assert_eq!(c[0].params["realm"], "https://auth.example/token");
-        assert_eq!(c[0].params["scope"], "repository:a/b:pull,push repository:c:pull");
+        assert_eq!(
+            c[0].params["scope"],
+            "repository:a/b:pull,push repository:c:pull"
+        );
         assert_eq!(c[0].params["error"], "insufficient_scope");
         let c = parse_challenges(r#"Basic realm="a \"quoted\" realm", Bearer realm=x,service=y"#);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].params["realm"], "a \"quoted\" realm");
-        assert_eq!((c[1].scheme.as_str(), c[1].params["service"].as_str()), ("bearer", "y"));
+        assert_eq!(
+            (c[1].scheme.as_str(), c[1].params["service"].as_str()),
+            ("bearer", "y")
+        );
     }
 
     #[test]

@@ -88,7 +88,14 @@ pub enum Replay {
 }
 
 impl Registry {
-    pub fn new(http: Client, base: Url, repo: &str, auth: Auth, retry: RetryPolicy, timeouts: Timeouts) -> Self {
+    pub fn new(
+        http: Client,
+        base: Url,
+        repo: &str,
+        auth: Auth,
+        retry: RetryPolicy,
+        timeouts: Timeouts,
+    ) -> Self {
         Registry {
             http,
             base,
@@ -126,7 +133,9 @@ impl Registry {
         let mut attempt = 0u32;
         loop {
             self.auth.refresh_if_needed(&self.http, &self.timeouts)?;
-            let mut req = mk()?.build().with_context(|| format!("{what}: building the request"))?;
+            let mut req = mk()?
+                .build()
+                .with_context(|| format!("{what}: building the request"))?;
             *req.timeout_mut() = Some(self.timeouts.deadline(body_len));
             // Credentials only to the registry itself, not to a storage
             // host an upload Location may point at.
@@ -187,7 +196,9 @@ impl Registry {
     pub fn ping(&self) -> Result<()> {
         let url = self.base.clone();
         let what = format!("connecting to {}", self.base);
-        let r = self.execute(&what, 0, Replay::Yes, &|| Ok(self.request(Method::GET, url.clone())))?;
+        let r = self.execute(&what, 0, Replay::Yes, &|| {
+            Ok(self.request(Method::GET, url.clone()))
+        })?;
         Self::expect(&what, r, &[StatusCode::OK]).map(|_| ())
     }
 
@@ -195,7 +206,9 @@ impl Registry {
     pub fn has_blob(&self, digest: &str) -> Result<bool> {
         let url = self.url(&format!("blobs/{digest}"))?;
         let what = format!("checking for blob {digest}");
-        let r = self.execute(&what, 0, Replay::Yes, &|| Ok(self.request(Method::HEAD, url.clone())))?;
+        let r = self.execute(&what, 0, Replay::Yes, &|| {
+            Ok(self.request(Method::HEAD, url.clone()))
+        })?;
         match r.status() {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -218,7 +231,13 @@ impl Registry {
 
     /// PUTs the manifest under `reference` (a tag or its digest); checks
     /// the digest the registry computed against ours.
-    pub fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8], digest: &str) -> Result<()> {
+    pub fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<()> {
         let url = self.url(&format!("manifests/{reference}"))?;
         let what = format!("putting the manifest as {}:{reference}", self.repo);
         let body = bytes.to_vec();
@@ -245,7 +264,10 @@ pub fn transient(err: &anyhow::Error) -> (bool, Option<std::time::Duration>) {
 
 /// `Docker-Content-Digest`, when the registry sends it, must be ours.
 pub fn check_digest(what: &str, headers: &HeaderMap, digest: &str) -> Result<()> {
-    match headers.get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+    match headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(d) if d != digest => Err(anyhow!(
             "{what}: the registry stored digest {d}, but the content is {digest}"
         )),
@@ -262,7 +284,10 @@ mod tests {
         let s = summarise_body(
             br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":[{"Type":"repository","Name":"a","Action":"push"}]}]}"#,
         );
-        assert!(s.starts_with(": UNAUTHORIZED: authentication required (detail: "), "{s}");
+        assert!(
+            s.starts_with(": UNAUTHORIZED: authentication required (detail: "),
+            "{s}"
+        );
         assert_eq!(summarise_body(b""), "");
         assert_eq!(summarise_body(b"plain text\n"), ": plain text");
     }
@@ -271,10 +296,18 @@ mod tests {
     fn locations_resolve_relative_and_absolute() {
         let base = Url::parse("http://127.0.0.1:5000/v2/a/blobs/uploads/").unwrap();
         assert_eq!(
-            base.join("/v2/a/blobs/uploads/x?_state=1").unwrap().as_str(),
+            base.join("/v2/a/blobs/uploads/x?_state=1")
+                .unwrap()
+                .as_str(),
             "http://127.0.0.1:5000/v2/a/blobs/uploads/x?_state=1"
         );
-        assert_eq!(base.join("y").unwrap().as_str(), "http://127.0.0.1:5000/v2/a/blobs/uploads/y");
-        assert_eq!(base.join("https://other/z").unwrap().as_str(), "https://other/z");
+        assert_eq!(
+            base.join("y").unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/y"
+        );
+        assert_eq!(
+            base.join("https://other/z").unwrap().as_str(),
+            "https://other/z"
+        );
     }
 }

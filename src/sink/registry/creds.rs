@@ -45,9 +45,14 @@ impl fmt::Display for Secret {
 
 #[derive(Clone, Debug)]
 pub enum Credential {
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
     /// An OAuth2 refresh token (`identitytoken`), for the token service.
-    Identity { token: Secret },
+    Identity {
+        token: Secret,
+    },
 }
 
 impl Credential {
@@ -136,11 +141,13 @@ fn normalise_key(key: &str) -> String {
 fn from_file(doc: &Value, registry: &str, repository: &str) -> Result<Option<Credential>> {
     let find = |section: &str| -> Option<(String, Value)> {
         let map = doc[section].as_object()?;
-        candidate_keys(registry, repository).into_iter().find_map(|want| {
-            map.iter()
-                .find(|(k, _)| normalise_key(k) == want)
-                .map(|(_, v)| (want, v.clone()))
-        })
+        candidate_keys(registry, repository)
+            .into_iter()
+            .find_map(|want| {
+                map.iter()
+                    .find(|(k, _)| normalise_key(k) == want)
+                    .map(|(_, v)| (want, v.clone()))
+            })
     };
     if let Some((_, helper)) = find("credHelpers")
         && let Some(name) = helper.as_str()
@@ -216,13 +223,23 @@ fn helper_get(name: &str, registry: &str) -> Result<Option<Credential>> {
         .wait_with_output()
         .with_context(|| format!("waiting for {program}"))?;
     if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
         if said.to_lowercase().contains("credentials not found") {
             return Ok(None);
         }
         // Its words are an error message, not credentials: quote a little.
-        let first = said.lines().next().unwrap_or("").chars().take(200).collect::<String>();
-        bail!("the credential helper {program} failed ({}): {first}", out.status);
+        let first = said
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect::<String>();
+        bail!(
+            "the credential helper {program} failed ({}): {first}",
+            out.status
+        );
     }
     let v: Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("{program} did not print JSON credentials"))?;
@@ -268,7 +285,10 @@ mod tests {
         };
         assert_eq!(user(from_file(&doc, "reg.io", "team/app").unwrap()), "b");
         assert_eq!(user(from_file(&doc, "reg.io", "other").unwrap()), "a");
-        assert_eq!(user(from_file(&doc, "docker.io", "library/x").unwrap()), "id:");
+        assert_eq!(
+            user(from_file(&doc, "docker.io", "library/x").unwrap()),
+            "id:"
+        );
         assert!(from_file(&doc, "else.io", "x").unwrap().is_none());
     }
 

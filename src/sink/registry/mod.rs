@@ -89,18 +89,34 @@ impl Sink for RegistrySink {
         reporter.note(&format!("pushing {} to {}", digest, r.name()));
         let (config, layers) = blobs.split_last().expect("an image has a config");
         let progress = Progress {
-            total: Arc::from(reporter.task(&format!("push {}", r.repository), Some(image.layers_size() + config.size), Unit::Bytes)),
+            total: Arc::from(reporter.task(
+                &format!("push {}", r.repository),
+                Some(image.layers_size() + config.size),
+                Unit::Bytes,
+            )),
             sent: Arc::new(AtomicU64::new(0)),
         };
-        let chunking = Chunking { chunk_size: o.chunk_size };
+        let chunking = Chunking {
+            chunk_size: o.chunk_size,
+        };
         let mut outcomes = push_all(&reg, layers, o.jobs, &chunking, &progress, reporter)?;
-        outcomes.extend(push_all(&reg, std::slice::from_ref(config), 1, &chunking, &progress, reporter)?);
-        let media_type = image
-            .manifest
-            .media_type()
-            .as_ref()
-            .map_or("application/vnd.oci.image.manifest.v1+json".to_string(), |m| m.to_string());
-        let refs: Vec<String> = if tags.is_empty() { vec![digest.clone()] } else { tags.clone() };
+        outcomes.extend(push_all(
+            &reg,
+            std::slice::from_ref(config),
+            1,
+            &chunking,
+            &progress,
+            reporter,
+        )?);
+        let media_type = image.manifest.media_type().as_ref().map_or(
+            "application/vnd.oci.image.manifest.v1+json".to_string(),
+            |m| m.to_string(),
+        );
+        let refs: Vec<String> = if tags.is_empty() {
+            vec![digest.clone()]
+        } else {
+            tags.clone()
+        };
         for t in &refs {
             reg.put_manifest(t, &media_type, &image.manifest_bytes, &digest)?;
         }
@@ -133,14 +149,22 @@ impl RegistrySink {
     fn connect(&self, blobs: &[Blob]) -> Result<Registry> {
         let o = &self.opts;
         let r = &o.reference;
-        let plain = r.is_loopback() || o.insecure.iter().any(|h| h == &r.registry || h == r.hostname());
+        let plain = r.is_loopback()
+            || o.insecure
+                .iter()
+                .any(|h| h == &r.registry || h == r.hostname());
         let scheme = if plain { "http" } else { "https" };
         let base = reqwest::Url::parse(&format!("{scheme}://{}/v2/", r.api_host()))
             .with_context(|| format!("the registry {:?} is not a valid host", r.registry))?;
         let mut scopes = vec![format!("repository:{}:pull,push", r.repository)];
-        let sources: BTreeSet<&String> = blobs.iter().filter_map(|b| b.mount_from.as_ref()).collect();
+        let sources: BTreeSet<&String> =
+            blobs.iter().filter_map(|b| b.mount_from.as_ref()).collect();
         scopes.extend(sources.into_iter().map(|s| format!("repository:{s}:pull")));
-        let (sources, registry, repo) = (o.credentials.clone(), r.registry.clone(), r.repository.clone());
+        let (sources, registry, repo) = (
+            o.credentials.clone(),
+            r.registry.clone(),
+            r.repository.clone(),
+        );
         let auth = auth::Auth::new(
             r.hostname(),
             plain,
@@ -148,7 +172,14 @@ impl RegistrySink {
             Box::new(move || creds::lookup(&sources, &registry, &repo)),
         );
         let http = http::client(&o.timeouts, !plain)?;
-        Ok(Registry::new(http, base, &r.repository, auth, o.retry.clone(), o.timeouts.clone()))
+        Ok(Registry::new(
+            http,
+            base,
+            &r.repository,
+            auth,
+            o.retry.clone(),
+            o.timeouts.clone(),
+        ))
     }
 }
 
@@ -179,7 +210,7 @@ fn blobs_of(image: &Image) -> Vec<Blob> {
         .map(|l| Blob {
             digest: l.digest(),
             size: l.size(),
-            source: Source::Layer(l.clone()),
+            source: Source::Layer(Box::new(l.clone())),
             mount_from: None,
         })
         .collect();
@@ -209,9 +240,12 @@ fn push_all(
         for _ in 0..jobs.clamp(1, blobs.len().max(1)) {
             s.spawn(|| {
                 loop {
-                    let Some(b) = queue.lock().unwrap().pop_front() else { return };
+                    let Some(b) = queue.lock().unwrap().pop_front() else {
+                        return;
+                    };
                     let short = &b.digest[7..19];
-                    let bar: Arc<dyn Task> = Arc::from(reporter.task(&format!("  {short}"), Some(b.size), Unit::Bytes));
+                    let bar: Arc<dyn Task> =
+                        Arc::from(reporter.task(&format!("  {short}"), Some(b.size), Unit::Bytes));
                     match upload::push_blob(reg, b, chunking, progress, bar.clone()) {
                         Ok(o) => {
                             if o != Outcome::Uploaded {

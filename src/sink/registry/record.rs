@@ -7,7 +7,7 @@ use crate::fsutil;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Repositories remembered per blob (the newest first).
 const KEEP_PER_BLOB: usize = 4;
@@ -51,7 +51,7 @@ impl Record {
 
 /// Adds `digests` as held by `registry/repo` to the record at `path`
 /// (re-read under a lock, so concurrent pushes do not lose entries).
-pub fn remember(path: &PathBuf, registry: &str, repo: &str, digests: &[String]) -> Result<()> {
+pub fn remember(path: &Path, registry: &str, repo: &str, digests: &[String]) -> Result<()> {
     let dir = fsutil::parent_dir(path);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let _guard = fsutil::lock(dir, "push-record")?;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 /// A blob to push: a file verified while read, or bytes in memory.
 #[derive(Clone)]
 pub enum Source {
-    Layer(crate::model::Layer),
+    Layer(Box<crate::model::Layer>),
     Bytes(Arc<Vec<u8>>),
 }
 
@@ -168,7 +168,10 @@ impl Attempt<'_> {
         let url = self.reg.url("blobs/uploads/")?;
         let what = format!("starting an upload of blob {d}");
         let r = self.reg.execute(&what, 0, Replay::Yes, &|| {
-            Ok(self.reg.request(Method::POST, url.clone()).header(CONTENT_LENGTH, 0))
+            Ok(self
+                .reg
+                .request(Method::POST, url.clone())
+                .header(CONTENT_LENGTH, 0))
         })?;
         let r = Registry::expect(&what, r, &[StatusCode::ACCEPTED])?;
         let loc = self.reg.location(&r)?;
@@ -180,10 +183,15 @@ impl Attempt<'_> {
     fn mount(&self, from: &str) -> Result<Option<Outcome>> {
         let d = &self.blob.digest;
         let mut url = self.reg.url("blobs/uploads/")?;
-        url.query_pairs_mut().append_pair("mount", d).append_pair("from", from);
+        url.query_pairs_mut()
+            .append_pair("mount", d)
+            .append_pair("from", from);
         let what = format!("mounting blob {d} from {from}");
         let r = self.reg.execute(&what, 0, Replay::Yes, &|| {
-            Ok(self.reg.request(Method::POST, url.clone()).header(CONTENT_LENGTH, 0))
+            Ok(self
+                .reg
+                .request(Method::POST, url.clone())
+                .header(CONTENT_LENGTH, 0))
         })?;
         let r = Registry::expect(&what, r, &[StatusCode::CREATED, StatusCode::ACCEPTED])?;
         if r.status() == StatusCode::CREATED {
@@ -310,17 +318,23 @@ impl Attempt<'_> {
     fn patch(&self, loc: &Url, start: u64, bytes: &[u8]) -> Result<Option<Url>> {
         let end = start + bytes.len() as u64 - 1;
         let what = format!("uploading bytes {start}-{end} of blob {}", self.blob.digest);
-        let r = self.reg.execute(&what, bytes.len() as u64, Replay::No, &|| {
-            Ok(self
-                .reg
-                .request(Method::PATCH, loc.clone())
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_RANGE, format!("{start}-{end}"))
-                .header(CONTENT_LENGTH, bytes.len())
-                .body(bytes.to_vec()))
-        })?;
+        let r = self
+            .reg
+            .execute(&what, bytes.len() as u64, Replay::No, &|| {
+                Ok(self
+                    .reg
+                    .request(Method::PATCH, loc.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_RANGE, format!("{start}-{end}"))
+                    .header(CONTENT_LENGTH, bytes.len())
+                    .body(bytes.to_vec()))
+            })?;
         // 201 too: ECR answers intermediate chunks with it.
-        let ok = [StatusCode::ACCEPTED, StatusCode::CREATED, StatusCode::NO_CONTENT];
+        let ok = [
+            StatusCode::ACCEPTED,
+            StatusCode::CREATED,
+            StatusCode::NO_CONTENT,
+        ];
         let r = Registry::expect(&what, r, &ok)?;
         if r.headers().contains_key(LOCATION) {
             return self.reg.location(&r).map(Some);
@@ -332,16 +346,29 @@ impl Attempt<'_> {
     /// means N+1; distribution says `0-0` for an empty session too, and
     /// resumes happen only at chunk boundaries, so it counts as 0).
     fn status(&self, loc: &Url) -> Result<(Option<Url>, u64)> {
-        let what = format!("asking how much of blob {} the registry holds", self.blob.digest);
-        let r = self.reg.execute(&what, 0, Replay::Yes, &|| Ok(self.reg.request(Method::GET, loc.clone())))?;
+        let what = format!(
+            "asking how much of blob {} the registry holds",
+            self.blob.digest
+        );
+        let r = self.reg.execute(&what, 0, Replay::Yes, &|| {
+            Ok(self.reg.request(Method::GET, loc.clone()))
+        })?;
         let r = Registry::expect(&what, r, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
         let held = r
             .headers()
             .get(reqwest::header::RANGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().strip_prefix("0-").and_then(|e| e.parse::<u64>().ok()))
+            .and_then(|v| {
+                v.trim()
+                    .strip_prefix("0-")
+                    .and_then(|e| e.parse::<u64>().ok())
+            })
             .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
-        let next = if r.headers().contains_key(LOCATION) { Some(self.reg.location(&r)?) } else { None };
+        let next = if r.headers().contains_key(LOCATION) {
+            Some(self.reg.location(&r)?)
+        } else {
+            None
+        };
         Ok((next, held))
     }
 }
