@@ -664,6 +664,7 @@ struct TokenServer {
 }
 
 const TOKEN_SERVICE: &str = "mpsi-test-registry";
+const IDENTITY_TOKEN: &str = "idtok-Hq2-unique-refresh-9083";
 const TOKEN_ISSUER: &str = "mpsi-test-issuer";
 
 fn b64url(data: &[u8]) -> String {
@@ -761,19 +762,36 @@ impl TokenServer {
             // Bounded: the test needs far fewer tokens than this.
             for conn in listener.incoming().take(500) {
                 let Ok(mut c) = conn else { continue };
-                let Some((head, _)) = read_request(&mut c) else {
+                let Some((head, mut body)) = read_request(&mut c) else {
                     continue;
                 };
+                if c.read_exact(&mut body).is_err() {
+                    continue;
+                }
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
                 let url = url::Url::parse(&format!("http://x{path}")).unwrap();
-                log.lock().unwrap().extend(
-                    url.query_pairs()
+                // GET: scopes in the query, Basic credentials. OAuth2 POST:
+                // a form with the refresh (identity) token and the scopes.
+                let form: Vec<(String, String)> =
+                    url::form_urlencoded::parse(&body).into_owned().collect();
+                let mut asked: Vec<String> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k == "scope")
+                    .map(|(_, v)| v.into_owned())
+                    .collect();
+                asked.extend(
+                    form.iter()
                         .filter(|(k, _)| k == "scope")
-                        .map(|(_, v)| v.into_owned()),
+                        .flat_map(|(_, v)| v.split(' ').map(String::from)),
                 );
-                let authorized = head
-                    .lines()
-                    .any(|l| l.eq_ignore_ascii_case(&format!("authorization: {basic}")));
+                log.lock().unwrap().extend(asked);
+                let authorized = if head.starts_with("POST") {
+                    form.contains(&("grant_type".into(), "refresh_token".into()))
+                        && form.contains(&("refresh_token".into(), IDENTITY_TOKEN.into()))
+                } else {
+                    head.lines()
+                        .any(|l| l.eq_ignore_ascii_case(&format!("authorization: {basic}")))
+                };
                 let (status, body) = if authorized {
                     (
                         "200 OK",
@@ -849,5 +867,37 @@ fn token_auth_pushes_and_mounts() {
     assert!(
         asked.contains(&"repository:tok/app:pull".to_string()),
         "{asked:?}"
+    );
+}
+
+#[test]
+fn an_identity_token_from_docker_config_gets_a_token_by_oauth2_post() {
+    let a = assembled_fixture();
+    let home = a.tmp.path().join("home");
+    let tokdir = a.tmp.path().join("token");
+    fs::create_dir_all(&tokdir).unwrap();
+    let tokens = TokenServer::start(&tokdir, &["tok/app"]);
+    let reg = Registry::start_with(|_| tokens.registry_config());
+    let digest = a.report["manifest_digest"].as_str().unwrap().to_string();
+    fs::create_dir_all(home.join(".docker")).unwrap();
+    fs::write(
+        home.join(".docker/config.json"),
+        serde_json::json!({"auths": {reg.host(): {"identitytoken": IDENTITY_TOKEN}}}).to_string(),
+    )
+    .unwrap();
+    let reference = format!("{}/tok/app:v1", reg.host());
+    let out = run_ok(&mut push_cmd(&a.store, &home, &a.layout, &reference));
+    assert_eq!(json(&out)["digest"], digest.as_str());
+    let needle = IDENTITY_TOKEN.as_bytes();
+    let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    assert!(
+        !all.windows(needle.len()).any(|w| w == needle),
+        "the identity token was printed"
+    );
+    pull_back_and_compare(
+        &reference,
+        &a.layout,
+        Some(&format!("{USER}:{PASSWORD}")),
+        &digest,
     );
 }

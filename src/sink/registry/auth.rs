@@ -265,53 +265,7 @@ impl Auth {
         } else {
             http
         };
-        let req = match cred {
-            Some(Credential::Identity { token, .. }) => {
-                let mut form = url::form_urlencoded::Serializer::new(String::new());
-                form.append_pair("grant_type", "refresh_token")
-                    .append_pair("refresh_token", token.expose())
-                    .append_pair("client_id", "mpsi")
-                    .append_pair(
-                        "scope",
-                        &ordered
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                    );
-                if let Some(s) = &service {
-                    form.append_pair("service", s);
-                }
-                http.post(realm_url)
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        "application/x-www-form-urlencoded",
-                    )
-                    .body(form.finish())
-            }
-            other => {
-                let mut u = realm_url;
-                {
-                    let mut q = u.query_pairs_mut();
-                    if let Some(s) = &service {
-                        q.append_pair("service", s);
-                    }
-                    for s in &ordered {
-                        q.append_pair("scope", s);
-                    }
-                }
-                let r = http.get(u);
-                match other {
-                    Some(Credential::Basic { username, password }) => {
-                        let mut h =
-                            HeaderValue::from_str(&basic_value(username, password.expose()))?;
-                        h.set_sensitive(true);
-                        r.header(reqwest::header::AUTHORIZATION, h)
-                    }
-                    _ => r,
-                }
-            }
-        };
+        let req = token_request(http, realm_url, service.as_deref(), &ordered, cred)?;
         let resp = req
             .timeout(t.deadline(0))
             .send()
@@ -355,6 +309,63 @@ impl Auth {
         }
         Ok(())
     }
+}
+
+/// The token request: the OAuth2 POST with an identity (refresh) token,
+/// else a GET with Basic credentials or none.
+fn token_request(
+    http: &Client,
+    realm_url: reqwest::Url,
+    service: Option<&str>,
+    ordered: &[&String],
+    cred: Option<&Credential>,
+) -> Result<reqwest::blocking::RequestBuilder> {
+    Ok(match cred {
+        Some(Credential::Identity { token, .. }) => {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", token.expose())
+                .append_pair("client_id", "mpsi")
+                .append_pair(
+                    "scope",
+                    &ordered
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+            if let Some(s) = service {
+                form.append_pair("service", s);
+            }
+            http.post(realm_url)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(form.finish())
+        }
+        other => {
+            let mut u = realm_url;
+            {
+                let mut q = u.query_pairs_mut();
+                if let Some(s) = service {
+                    q.append_pair("service", s);
+                }
+                for s in ordered {
+                    q.append_pair("scope", s);
+                }
+            }
+            let r = http.get(u);
+            match other {
+                Some(Credential::Basic { username, password }) => {
+                    let mut h = HeaderValue::from_str(&basic_value(username, password.expose()))?;
+                    h.set_sensitive(true);
+                    r.header(reqwest::header::AUTHORIZATION, h)
+                }
+                _ => r,
+            }
+        }
+    })
 }
 
 fn no_credentials(host: &str) -> String {
