@@ -305,6 +305,20 @@ fn bad_references_are_bad_input() {
 const USER: &str = "pusher";
 const PASSWORD: &str = "pw-Zq8-unique-secret-4471";
 
+/// A docker-credential helper that knows `host` (and answers "not found"
+/// for anything else), as a shell script.
+fn write_credential_helper(path: &Path, host: &str) {
+    fs::write(
+        path,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 fn htpasswd_line() -> String {
     let out = run_ok(Command::new(require_tool("htpasswd")).args(["-Bbn", USER, PASSWORD]));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -375,17 +389,7 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
     // A credential helper, through credHelpers.
     let bin = a.tmp.path().join("bin");
     fs::create_dir_all(&bin).unwrap();
-    let helper = bin.join("docker-credential-test");
-    fs::write(
-        &helper,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = \"{}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n",
-            reg.host()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    write_credential_helper(&bin.join("docker-credential-test"), &reg.host());
     fs::write(
         docker.join("config.json"),
         serde_json::json!({"credHelpers": {reg.host(): "test"}}).to_string(),
@@ -726,6 +730,61 @@ fn signed_token(dir: &Path, repos: &[&str]) -> String {
     format!("{input}.{}", b64url(&der_to_raw(&sig)))
 }
 
+/// One token request: scopes logged, the token for valid credentials
+/// (GET with Basic, or the OAuth2 POST with the identity token), else 401.
+fn answer_token_request(
+    c: &mut TcpStream,
+    token: &str,
+    basic: &str,
+    log: &std::sync::Mutex<Vec<String>>,
+) {
+    let Some((head, mut body)) = read_request(c) else {
+        return;
+    };
+    if c.read_exact(&mut body).is_err() {
+        return;
+    }
+    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    let url = url::Url::parse(&format!("http://x{path}")).unwrap();
+    // GET: scopes in the query, Basic credentials. OAuth2 POST:
+    // a form with the refresh (identity) token and the scopes.
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let mut asked: Vec<String> = url
+        .query_pairs()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    asked.extend(
+        form.iter()
+            .filter(|(k, _)| k == "scope")
+            .flat_map(|(_, v)| v.split(' ').map(String::from)),
+    );
+    log.lock().unwrap().extend(asked);
+    let authorized = if head.starts_with("POST") {
+        form.contains(&("grant_type".into(), "refresh_token".into()))
+            && form.contains(&("refresh_token".into(), IDENTITY_TOKEN.into()))
+    } else {
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case(&format!("authorization: {basic}")))
+    };
+    let (status, body) = if authorized {
+        (
+            "200 OK",
+            serde_json::json!({"token": token, "expires_in": 3600}).to_string(),
+        )
+    } else {
+        (
+            "401 Unauthorized",
+            r#"{"details":"bad credentials"}"#.to_string(),
+        )
+    };
+    let _ = write!(
+        c,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
 impl TokenServer {
     fn start(dir: &Path, repos: &[&str]) -> TokenServer {
         run_ok(
@@ -762,52 +821,7 @@ impl TokenServer {
             // Bounded: the test needs far fewer tokens than this.
             for conn in listener.incoming().take(500) {
                 let Ok(mut c) = conn else { continue };
-                let Some((head, mut body)) = read_request(&mut c) else {
-                    continue;
-                };
-                if c.read_exact(&mut body).is_err() {
-                    continue;
-                }
-                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                let url = url::Url::parse(&format!("http://x{path}")).unwrap();
-                // GET: scopes in the query, Basic credentials. OAuth2 POST:
-                // a form with the refresh (identity) token and the scopes.
-                let form: Vec<(String, String)> =
-                    url::form_urlencoded::parse(&body).into_owned().collect();
-                let mut asked: Vec<String> = url
-                    .query_pairs()
-                    .filter(|(k, _)| k == "scope")
-                    .map(|(_, v)| v.into_owned())
-                    .collect();
-                asked.extend(
-                    form.iter()
-                        .filter(|(k, _)| k == "scope")
-                        .flat_map(|(_, v)| v.split(' ').map(String::from)),
-                );
-                log.lock().unwrap().extend(asked);
-                let authorized = if head.starts_with("POST") {
-                    form.contains(&("grant_type".into(), "refresh_token".into()))
-                        && form.contains(&("refresh_token".into(), IDENTITY_TOKEN.into()))
-                } else {
-                    head.lines()
-                        .any(|l| l.eq_ignore_ascii_case(&format!("authorization: {basic}")))
-                };
-                let (status, body) = if authorized {
-                    (
-                        "200 OK",
-                        serde_json::json!({"token": token, "expires_in": 3600}).to_string(),
-                    )
-                } else {
-                    (
-                        "401 Unauthorized",
-                        r#"{"details":"bad credentials"}"#.to_string(),
-                    )
-                };
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                answer_token_request(&mut c, &token, &basic, &log);
             }
         });
         TokenServer {
