@@ -386,7 +386,20 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
         push_cmd(&a.store, &home, &a.layout, &reference).env("REGISTRY_AUTH_FILE", &auth_file),
     ));
 
-    // A credential helper, through credHelpers.
+    // $XDG_RUNTIME_DIR/containers/auth.json, a registry key.
+    let xdg = a.tmp.path().join("xdg");
+    fs::create_dir_all(xdg.join("containers")).unwrap();
+    fs::write(
+        xdg.join("containers/auth.json"),
+        serde_json::json!({"auths": {reg.host(): {"auth": b64}}}).to_string(),
+    )
+    .unwrap();
+    let reference = format!("{}/auth/xdg:v1", reg.host());
+    keep(&run_ok(
+        push_cmd(&a.store, &home, &a.layout, &reference).env("XDG_RUNTIME_DIR", &xdg),
+    ));
+
+    // A credential helper, through credHelpers (and then credsStore).
     let bin = a.tmp.path().join("bin");
     fs::create_dir_all(&bin).unwrap();
     write_credential_helper(&bin.join("docker-credential-test"), &reg.host());
@@ -405,6 +418,15 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
         push_cmd(&a.store, &home, &a.layout, &reference).env("PATH", &path),
     ));
     pull_back_and_compare(&reference, &a.layout, Some(&creds), &digest);
+    fs::write(
+        docker.join("config.json"),
+        serde_json::json!({"credsStore": "test"}).to_string(),
+    )
+    .unwrap();
+    let reference = format!("{}/auth/creds-store:v1", reg.host());
+    keep(&run_ok(
+        push_cmd(&a.store, &home, &a.layout, &reference).env("PATH", &path),
+    ));
 
     // A wrong password: exit 1, the registry's words quoted.
     let reference = format!("{}/auth/wrong:v1", reg.host());
@@ -599,6 +621,11 @@ fn proxy_one(mut c: TcpStream, upstream: u16, k: u32) -> Option<&'static str> {
         rhead = rhead.replacen("HTTP/1.1 202 Accepted", "HTTP/1.1 201 Created", 1);
         fault = Some("201 on PATCH");
     }
+    // A registry asking for chunks (OCI-Chunk-Min-Length) on some sessions.
+    if method == "POST" && rhead.starts_with("HTTP/1.1 202") && k % 4 == 1 {
+        rhead = rhead.replacen("\r\n", "\r\nOCI-Chunk-Min-Length: 8000\r\n", 1);
+        fault = Some("OCI-Chunk-Min-Length");
+    }
     c.write_all(rhead.as_bytes()).ok()?;
     c.write_all(&resp[split..]).ok()?;
     fault
@@ -649,6 +676,7 @@ fn pushes_through_a_faulty_proxy_all_succeed_and_round_trip() {
         "relative Location",
         "stall",
         "201 on PATCH",
+        "OCI-Chunk-Min-Length",
     ] {
         assert!(
             faults.get(f).copied().unwrap_or(0) > 0,
