@@ -324,131 +324,84 @@ fn htpasswd_line() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-#[test]
-fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
-    let reg = Registry::start(Some(&htpasswd_line()));
-    let a = assembled_fixture();
-    let digest = a.report["manifest_digest"].as_str().unwrap().to_string();
-    let home = a.tmp.path().join("home");
-    let creds = format!("{USER}:{PASSWORD}");
-    let mut printed: Vec<u8> = Vec::new();
-    let mut keep = |out: &std::process::Output| {
-        printed.extend_from_slice(&out.stdout);
-        printed.extend_from_slice(&out.stderr);
-    };
+/// A registry with htpasswd Basic auth, the fixture, and everything mpsi
+/// printed, to look for the password in.
+struct AuthRig {
+    reg: Registry,
+    a: Assembled,
+    home: PathBuf,
+    digest: String,
+    printed: Vec<u8>,
+}
 
-    // No credentials: a clear error, exit 1.
-    let reference = format!("{}/auth/none:v1", reg.host());
-    let (code, err) = run_fail(&mut push_cmd(&a.store, &home, &a.layout, &reference));
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("no credentials were found"), "{err}");
+impl AuthRig {
+    fn new() -> AuthRig {
+        let reg = Registry::start(Some(&htpasswd_line()));
+        let a = assembled_fixture();
+        let digest = a.report["manifest_digest"].as_str().unwrap().to_string();
+        let home = a.tmp.path().join("home");
+        fs::create_dir_all(home.join(".docker")).unwrap();
+        AuthRig {
+            reg,
+            a,
+            home,
+            digest,
+            printed: Vec::new(),
+        }
+    }
 
-    // --creds
-    let reference = format!("{}/auth/flag:v1", reg.host());
-    let out = run_ok(push_cmd(&a.store, &home, &a.layout, &reference).args(["--creds", &creds]));
-    keep(&out);
-    pull_back_and_compare(&reference, &a.layout, Some(&creds), &digest);
+    fn reference(&self, repo: &str) -> String {
+        format!("{}/auth/{repo}:v1", self.reg.host())
+    }
 
-    // The environment.
-    let reference = format!("{}/auth/env:v1", reg.host());
-    let out = run_ok(
-        push_cmd(&a.store, &home, &a.layout, &reference)
-            .env("MPSI_REGISTRY_USER", USER)
-            .env("MPSI_REGISTRY_PASSWORD", PASSWORD),
-    );
-    keep(&out);
+    /// `mpsi push` to `auth/<repo>` with `env` set and `args` added.
+    fn push(
+        &mut self,
+        repo: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[&str],
+    ) -> std::process::Output {
+        let mut c = push_cmd(
+            &self.a.store,
+            &self.home,
+            &self.a.layout,
+            &self.reference(repo),
+        );
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        self.printed.extend_from_slice(&out.stdout);
+        self.printed.extend_from_slice(&out.stderr);
+        out
+    }
 
-    // Docker's config.json, an `auths` entry.
-    use base64::Engine as _;
-    let docker = home.join(".docker");
-    fs::create_dir_all(&docker).unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&creds);
-    fs::write(
-        docker.join("config.json"),
-        serde_json::json!({"auths": {format!("http://{}", reg.host()): {"auth": b64}}}).to_string(),
-    )
-    .unwrap();
-    let reference = format!("{}/auth/docker-config:v1", reg.host());
-    keep(&run_ok(&mut push_cmd(
-        &a.store, &home, &a.layout, &reference,
-    )));
+    fn push_ok(&mut self, repo: &str, env: &[(&str, &std::ffi::OsStr)], args: &[&str]) {
+        let out = self.push(repo, env, args);
+        assert!(
+            out.status.success(),
+            "push to {repo} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
-    // A containers auth.json named by REGISTRY_AUTH_FILE, namespace key.
-    let auth_file = a.tmp.path().join("auth.json");
-    fs::write(
-        &auth_file,
-        serde_json::json!({"auths": {format!("{}/auth", reg.host()): {"auth": b64}}}).to_string(),
-    )
-    .unwrap();
-    fs::remove_file(docker.join("config.json")).unwrap();
-    let reference = format!("{}/auth/auth-json:v1", reg.host());
-    keep(&run_ok(
-        push_cmd(&a.store, &home, &a.layout, &reference).env("REGISTRY_AUTH_FILE", &auth_file),
-    ));
+    fn docker_config(&self, doc: serde_json::Value) {
+        fs::write(self.home.join(".docker/config.json"), doc.to_string()).unwrap();
+    }
 
-    // $XDG_RUNTIME_DIR/containers/auth.json, a registry key.
-    let xdg = a.tmp.path().join("xdg");
-    fs::create_dir_all(xdg.join("containers")).unwrap();
-    fs::write(
-        xdg.join("containers/auth.json"),
-        serde_json::json!({"auths": {reg.host(): {"auth": b64}}}).to_string(),
-    )
-    .unwrap();
-    let reference = format!("{}/auth/xdg:v1", reg.host());
-    keep(&run_ok(
-        push_cmd(&a.store, &home, &a.layout, &reference).env("XDG_RUNTIME_DIR", &xdg),
-    ));
-
-    // A credential helper, through credHelpers (and then credsStore).
-    let bin = a.tmp.path().join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    write_credential_helper(&bin.join("docker-credential-test"), &reg.host());
-    fs::write(
-        docker.join("config.json"),
-        serde_json::json!({"credHelpers": {reg.host(): "test"}}).to_string(),
-    )
-    .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let reference = format!("{}/auth/helper:v1", reg.host());
-    keep(&run_ok(
-        push_cmd(&a.store, &home, &a.layout, &reference).env("PATH", &path),
-    ));
-    pull_back_and_compare(&reference, &a.layout, Some(&creds), &digest);
-    fs::write(
-        docker.join("config.json"),
-        serde_json::json!({"credsStore": "test"}).to_string(),
-    )
-    .unwrap();
-    let reference = format!("{}/auth/creds-store:v1", reg.host());
-    keep(&run_ok(
-        push_cmd(&a.store, &home, &a.layout, &reference).env("PATH", &path),
-    ));
-
-    // A wrong password: exit 1, the registry's words quoted.
-    let reference = format!("{}/auth/wrong:v1", reg.host());
-    let wrong = push_cmd(&a.store, &home, &a.layout, &reference)
-        .args(["--creds", &format!("{USER}:not-{PASSWORD}")])
-        .output()
-        .unwrap();
-    assert_eq!(wrong.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&wrong.stderr);
-    assert!(
-        err.contains("401") && err.contains("UNAUTHORIZED: authentication required"),
-        "{err}"
-    );
-    keep(&wrong);
-
-    // Nothing mpsi printed or wrote holds the password.
-    let needle = PASSWORD.as_bytes();
-    let leaks = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
-    assert!(!leaks(&printed), "the password appears in mpsi's output");
-    for dir in [&a.layout, &a.store] {
-        for f in walk(dir) {
-            if f.is_file() {
+    /// Nothing mpsi printed or wrote (layout, store, push record) holds
+    /// the password.
+    fn assert_no_leak(&self) {
+        let needle = PASSWORD.as_bytes();
+        let leaks = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            !leaks(&self.printed),
+            "the password appears in mpsi's output"
+        );
+        assert!(self.a.store.join("push-record.json").is_file());
+        for dir in [&self.a.layout, &self.a.store] {
+            for f in walk(dir).into_iter().filter(|f| f.is_file()) {
                 assert!(
                     !leaks(&fs::read(&f).unwrap()),
                     "the password is in {}",
@@ -457,7 +410,103 @@ fn basic_auth_from_every_credential_source_and_no_secret_leaks() {
             }
         }
     }
-    assert!(a.store.join("push-record.json").is_file());
+}
+
+fn creds_b64() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+}
+
+#[test]
+fn basic_auth_from_flag_env_and_config_files_and_no_secret_leaks() {
+    let mut rig = AuthRig::new();
+    let creds = format!("{USER}:{PASSWORD}");
+    let host = rig.reg.host();
+
+    // No credentials: a clear error, exit 1.
+    let out = rig.push("none", &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no credentials were found"), "{err}");
+
+    rig.push_ok("flag", &[], &["--creds", &creds]);
+    pull_back_and_compare(
+        &rig.reference("flag"),
+        &rig.a.layout,
+        Some(&creds),
+        &rig.digest,
+    );
+    rig.push_ok(
+        "env",
+        &[
+            ("MPSI_REGISTRY_USER", USER.as_ref()),
+            ("MPSI_REGISTRY_PASSWORD", PASSWORD.as_ref()),
+        ],
+        &[],
+    );
+
+    // Docker's config.json, an `auths` entry with a scheme in its key.
+    rig.docker_config(
+        serde_json::json!({"auths": {format!("http://{host}"): {"auth": creds_b64()}}}),
+    );
+    rig.push_ok("docker-config", &[], &[]);
+    rig.docker_config(serde_json::json!({}));
+
+    // A containers auth.json named by REGISTRY_AUTH_FILE, namespace key.
+    let auth_file = rig.a.tmp.path().join("auth.json");
+    let doc = serde_json::json!({"auths": {format!("{host}/auth"): {"auth": creds_b64()}}});
+    fs::write(&auth_file, doc.to_string()).unwrap();
+    rig.push_ok(
+        "auth-json",
+        &[("REGISTRY_AUTH_FILE", auth_file.as_os_str())],
+        &[],
+    );
+
+    // $XDG_RUNTIME_DIR/containers/auth.json, a registry key.
+    let xdg = rig.a.tmp.path().join("xdg");
+    fs::create_dir_all(xdg.join("containers")).unwrap();
+    let doc = serde_json::json!({"auths": {host.clone(): {"auth": creds_b64()}}});
+    fs::write(xdg.join("containers/auth.json"), doc.to_string()).unwrap();
+    rig.push_ok("xdg", &[("XDG_RUNTIME_DIR", xdg.as_os_str())], &[]);
+    rig.assert_no_leak();
+}
+
+#[test]
+fn basic_auth_through_credential_helpers_and_a_wrong_password() {
+    let mut rig = AuthRig::new();
+    let host = rig.reg.host();
+    let bin = rig.a.tmp.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    write_credential_helper(&bin.join("docker-credential-test"), &host);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [("PATH", path.as_ref())];
+
+    rig.docker_config(serde_json::json!({"credHelpers": {host.clone(): "test"}}));
+    rig.push_ok("helper", &env, &[]);
+    let creds = format!("{USER}:{PASSWORD}");
+    pull_back_and_compare(
+        &rig.reference("helper"),
+        &rig.a.layout,
+        Some(&creds),
+        &rig.digest,
+    );
+    rig.docker_config(serde_json::json!({"credsStore": "test"}));
+    rig.push_ok("creds-store", &env, &[]);
+
+    // A wrong password: exit 1, the registry's words quoted.
+    let wrong = format!("{USER}:not-{PASSWORD}");
+    let out = rig.push("wrong", &[], &["--creds", &wrong]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("401") && err.contains("UNAUTHORIZED: authentication required"),
+        "{err}"
+    );
+    rig.assert_no_leak();
 }
 
 #[test]
