@@ -623,6 +623,13 @@ fn proxy_one(mut c: TcpStream, upstream: u16, k: u32) -> Option<&'static str> {
         let _ = c.shutdown(std::net::Shutdown::Both);
         return Some("reset mid-upload");
     }
+    // An upload that stops moving halfway (longer than --stall-timeout).
+    if body.len() > 4096 && k % 23 == 21 {
+        let half = body.len() / 2;
+        c.read_exact(&mut body[..half]).ok()?;
+        std::thread::sleep(Duration::from_millis(4000));
+        return Some("stall mid-upload");
+    }
     c.read_exact(&mut body).ok()?;
     let fault = match k % 23 {
         3 | 14 => Some(("503 Service Unavailable", "", "503")),
@@ -726,6 +733,7 @@ fn pushes_through_a_faulty_proxy_all_succeed_and_round_trip() {
         "stall",
         "201 on PATCH",
         "OCI-Chunk-Min-Length",
+        "stall mid-upload",
     ] {
         assert!(
             faults.get(f).copied().unwrap_or(0) > 0,
