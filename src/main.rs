@@ -128,7 +128,7 @@ struct PushArgs {
 #[derive(Args)]
 struct RegistryArgs {
     /// USER:PASSWORD for the registry (else MPSI_REGISTRY_USER/MPSI_REGISTRY_PASSWORD, auth.json, docker config).
-    #[arg(long, value_name = "USER:PASS", hide_env_values = true)]
+    #[arg(long, value_name = "USER:PASS")]
     creds: Option<String>,
     /// Speak plain http to this registry host although it is not on this machine (repeatable).
     #[arg(long, value_name = "HOST")]
@@ -338,6 +338,10 @@ fn run(cli: Cli) -> Result<()> {
                     jobs: a.build_jobs,
                 },
             };
+            if let Some(r) = &a.push {
+                // A bad reference fails now, not after the build.
+                model::reference::Reference::parse(r)?;
+            }
             let report = assemble::run(&spec, &store, &opts, reporter(cli.json).as_ref())?;
             if let Some(r) = &a.push {
                 let image = oci::Layout::open(&opts.out)?.image(Some(&report.tag))?;

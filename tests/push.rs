@@ -300,6 +300,21 @@ fn bad_references_are_bad_input() {
     ));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("invalid image reference"), "{err}");
+    // assemble --push refuses it before building anything.
+    let out = a.tmp.path().join("never");
+    let (code, err) = run_fail(
+        mpsi_clean(&a.store, &home)
+            .arg("assemble")
+            .arg(fixture_spec(&a.src))
+            .arg("-o")
+            .arg(&out)
+            .args(["--push", "127.0.0.1:1/UPPER:x"]),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        !out.exists(),
+        "assemble ran before the bad reference was noticed"
+    );
 }
 
 const USER: &str = "pusher";
