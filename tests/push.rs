@@ -763,6 +763,8 @@ fn pushes_through_a_faulty_proxy_all_succeed_and_round_trip() {
 /// handed out for Basic USER:PASSWORD only. Signed with the openssl CLI.
 struct TokenServer {
     port: u16,
+    /// The one token it hands out.
+    token: String,
     cert: PathBuf,
     scopes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -908,6 +910,7 @@ impl TokenServer {
                 .arg(dir.join("cert.pem")),
         );
         let token = signed_token(dir, repos);
+        let handed = token.clone();
         use base64::Engine as _;
         let basic = format!(
             "Basic {}",
@@ -926,6 +929,7 @@ impl TokenServer {
         });
         TokenServer {
             port,
+            token: handed,
             cert: dir.join("cert.pem"),
             scopes,
         }
@@ -1013,5 +1017,27 @@ fn an_identity_token_from_docker_config_gets_a_token_by_oauth2_post() {
         &a.layout,
         Some(&format!("{USER}:{PASSWORD}")),
         &digest,
+    );
+}
+
+#[test]
+fn a_registrytoken_from_docker_config_is_sent_as_is() {
+    let a = assembled_fixture();
+    let home = a.tmp.path().join("home");
+    let tokdir = a.tmp.path().join("token");
+    fs::create_dir_all(&tokdir).unwrap();
+    let tokens = TokenServer::start(&tokdir, &["tok/app"]);
+    let reg = Registry::start_with(|_| tokens.registry_config());
+    fs::create_dir_all(home.join(".docker")).unwrap();
+    let doc = serde_json::json!({"auths": {reg.host(): {"registrytoken": tokens.token}}});
+    fs::write(home.join(".docker/config.json"), doc.to_string()).unwrap();
+    let reference = format!("{}/tok/app:v1", reg.host());
+    let r = json(&run_ok(&mut push_cmd(
+        &a.store, &home, &a.layout, &reference,
+    )));
+    assert_eq!(r["digest"], a.report["manifest_digest"]);
+    assert!(
+        tokens.scopes.lock().unwrap().is_empty(),
+        "the token service was asked"
     );
 }

@@ -223,9 +223,9 @@ impl Auth {
                 Some(Credential::Basic { .. }) => {
                     self.may_send_secrets(&self.host, self.plain_http)
                 }
-                Some(Credential::Identity { .. }) => bail!(
-                    "the registry asks for Basic auth but the credentials found are an identity token"
-                ),
+                Some(Credential::Identity { .. } | Credential::Registry { .. }) => {
+                    bail!("the registry asks for Basic auth but the credentials found are a token")
+                }
                 None => bail!(no_credentials(&self.host)),
             };
         }
@@ -250,6 +250,16 @@ impl Auth {
             .trim_matches(['[', ']'])
             .to_string();
         let cred = self.credential()?;
+        if let Some(Credential::Registry { token }) = cred {
+            // A bearer token for the registry itself: no token service.
+            self.may_send_secrets(&self.host, self.plain_http)?;
+            let mut st = self.state.lock().unwrap();
+            let key = scope_key(&st.scopes);
+            let expires = Instant::now() + Duration::from_secs(24 * 3600);
+            let value = token.clone();
+            st.tokens.insert(key, Token { value, expires });
+            return Ok(());
+        }
         if cred.is_some() {
             self.may_send_secrets(&realm_host, realm_url.scheme() == "http")?;
         }

@@ -53,6 +53,10 @@ pub enum Credential {
     Identity {
         token: Secret,
     },
+    /// A bearer token for the registry itself (`registrytoken`).
+    Registry {
+        token: Secret,
+    },
 }
 
 impl Credential {
@@ -172,6 +176,11 @@ fn from_auth_entry(entry: &Value) -> Result<Option<Credential>> {
             token: Secret(t.to_string()),
         }));
     }
+    if let Some(t) = entry["registrytoken"].as_str().filter(|s| !s.is_empty()) {
+        return Ok(Some(Credential::Registry {
+            token: Secret(t.to_string()),
+        }));
+    }
     if let Some(a) = entry["auth"].as_str().filter(|s| !s.is_empty()) {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(a.trim())
@@ -278,10 +287,12 @@ mod tests {
             "reg.io": {"auth": base64::engine::general_purpose::STANDARD.encode("a:1")},
             "https://reg.io/team": {"auth": base64::engine::general_purpose::STANDARD.encode("b:2")},
             "https://index.docker.io/v1/": {"identitytoken": "tok"},
+            "bearer.io": {"registrytoken": "rt"},
         }});
         let user = |c: Option<Credential>| match c.unwrap() {
             Credential::Basic { username, .. } => username,
             Credential::Identity { .. } => "id:".to_string(),
+            Credential::Registry { .. } => "registry-token".to_string(),
         };
         assert_eq!(user(from_file(&doc, "reg.io", "team/app").unwrap()), "b");
         assert_eq!(user(from_file(&doc, "reg.io", "other").unwrap()), "a");
@@ -289,6 +300,7 @@ mod tests {
             user(from_file(&doc, "docker.io", "library/x").unwrap()),
             "id:"
         );
+        assert_eq!(user(from_file(&doc, "bearer.io", "x").unwrap()), "registry-token");
         assert!(from_file(&doc, "else.io", "x").unwrap().is_none());
     }
 
