@@ -7,6 +7,7 @@ mod deb;
 mod elf;
 mod fetch;
 mod fsutil;
+mod http;
 mod layer;
 mod lock;
 mod model;
@@ -97,6 +98,63 @@ Size and sha256 are checked before anything enters the store; an interrupted dow
     /// List, verify or garbage-collect the store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Push an image from a layout to a registry.
+    #[command(
+        after_help = "Examples:\n  mpsi push registry.example.com/team/mariadb-pageserver:1.0\n  \
+mpsi push 127.0.0.1:5000/db:v1 --tag latest --digest-file digest.txt\n  \
+mpsi push ghcr.io/acme/db:v1 --creds \"$USER:$TOKEN\" --json\n\n\
+Prints REGISTRY/REPO@sha256:... on stdout. Blobs the registry has are skipped; blobs another \
+repository on the same registry got from an earlier push are mounted. Credentials: --creds, else \
+MPSI_REGISTRY_USER and MPSI_REGISTRY_PASSWORD, else REGISTRY_AUTH_FILE, \
+$XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, then \
+$DOCKER_CONFIG/config.json (or ~/.docker/config.json) with its credential helpers. \
+Plain http only for registries on this machine or named by --insecure-registry."
+    )]
+    Push(PushArgs),
+}
+
+#[derive(Args)]
+struct PushArgs {
+    /// OCI image layout directory to push from.
+    #[arg(long, short = 'l', default_value = "out/oci", value_name = "DIR")]
+    layout: PathBuf,
+    /// Which image in the layout (its org.opencontainers.image.ref.name); needed when it holds several.
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
+    /// Where to push: REGISTRY/REPO[:TAG][@sha256:...] (tag latest when none is given).
+    #[arg(value_name = "REF")]
+    reference: String,
+    /// Also tag the pushed manifest with this tag (repeatable).
+    #[arg(long = "tag", short = 't', value_name = "TAG")]
+    tags: Vec<String>,
+    /// Blobs uploaded at once.
+    #[arg(long, short = 'j', default_value_t = 4)]
+    jobs: usize,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// How to reach a registry (push and assemble --push).
+#[derive(Args)]
+struct RegistryArgs {
+    /// USER:PASSWORD for the registry (else MPSI_REGISTRY_USER/MPSI_REGISTRY_PASSWORD, auth.json, docker config).
+    #[arg(long, value_name = "USER:PASS")]
+    creds: Option<String>,
+    /// Speak plain http to this registry host although it is not on this machine (repeatable).
+    #[arg(long, value_name = "HOST")]
+    insecure_registry: Vec<String>,
+    /// Write the pushed manifest digest into this file.
+    #[arg(long, value_name = "FILE")]
+    digest_file: Option<PathBuf>,
+    /// Upload blobs larger than this in PATCH chunks of this many bytes (default: one PUT per blob).
+    #[arg(long, value_name = "BYTES")]
+    chunk_size: Option<u64>,
+    /// Give up connecting after this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    connect_timeout: std::time::Duration,
+    /// Give up on a connection that makes no progress for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    stall_timeout: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -201,6 +259,11 @@ struct AssembleArgs {
     /// Then load the image into the Docker engine at DOCKER_HOST (as `mpsi load`).
     #[arg(long)]
     load: bool,
+    /// Then push the image to this registry reference (as `mpsi push REF`).
+    #[arg(long, value_name = "REF")]
+    push: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Args)]
@@ -256,6 +319,7 @@ fn main() -> ExitCode {
                     || c.is::<lock::LockError>()
                     || c.is::<fetch::MissingInput>()
                     || c.is::<build::PatchFailed>()
+                    || c.is::<model::reference::BadReference>()
             });
             let causes: Vec<String> = err.chain().map(|c| c.to_string()).collect();
             if json {
@@ -300,17 +364,34 @@ fn run(cli: Cli) -> Result<()> {
                     jobs: a.build_jobs.or(a.jobs),
                 },
             };
+            if let Some(r) = &a.push {
+                // A bad reference fails now, not after the build.
+                model::reference::Reference::parse(r)?;
+            }
             if a.dry_run {
                 let plan = assemble::dry_run::run(&spec, &store, &opts)?;
                 return output(cli.json, &plan, || cli::render::dry_run(&plan));
             }
             let report = assemble::run(&spec, &store, &opts, reporter(cli.json).as_ref())?;
-            if a.load {
-                let loaded = load(&report.layout, Some(&report.tag), cli.json)?;
-                let both = serde_json::json!({ "assemble": &report, "load": &loaded });
-                return output(cli.json, &both, || {
-                    println!("assembled {} ({})", report.image, report.manifest_digest);
-                    print_load(&loaded);
+            if a.push.is_some() || a.load {
+                // The image just written, sent on to each sink asked for.
+                let mut v = serde_json::to_value(&report)?;
+                let mut lines = vec![format!("assembled {} ({})", report.image, report.manifest_digest)];
+                if let Some(r) = &a.push {
+                    let image = oci::Layout::open(&opts.out)?.image(Some(&report.tag))?;
+                    let pushed = push(&store, &image, r, &[], 4, &a.registry, cli.json)?;
+                    lines.push(pushed.reference.clone());
+                    v["push"] = serde_json::to_value(&pushed)?;
+                }
+                if a.load {
+                    let loaded = load(&report.layout, Some(&report.tag), cli.json)?;
+                    lines.extend(load_lines(&loaded));
+                    v["load"] = serde_json::to_value(&loaded)?;
+                }
+                return output(cli.json, &v, || {
+                    for l in &lines {
+                        println!("{l}");
+                    }
                 });
             }
             output(cli.json, &report, || {
@@ -392,7 +473,17 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Load(l) => {
             let report = load(&l.layout.layout, l.layout.tag.as_deref(), cli.json)?;
-            output(cli.json, &report, || print_load(&report))
+            output(cli.json, &report, || {
+                for l in load_lines(&report) {
+                    println!("{l}");
+                }
+            })
+        }
+        Command::Push(p) => {
+            let image = oci::Layout::open(&p.layout)?.image(p.image.as_deref())?;
+            let store = store::Store::open(cli.store.as_deref())?;
+            let report = push(&store, &image, &p.reference, &p.tags, p.jobs, &p.registry, cli.json)?;
+            output(cli.json, &report, || println!("{}", report.reference))
         }
         Command::Inspect(i) => {
             let image = oci::Layout::open(&i.layout.layout)?.image(i.layout.tag.as_deref())?;
@@ -554,13 +645,82 @@ fn load(layout: &Path, tag: Option<&str>, json: bool) -> Result<sink::docker::Lo
     sink::docker::DockerSink { endpoint }.send(&image, reporter(json).as_ref())
 }
 
-fn print_load(r: &sink::docker::LoadReport) {
-    for name in &r.loaded {
-        println!("loaded {name} ({})", r.image_id);
-    }
+fn load_lines(r: &sink::docker::LoadReport) -> Vec<String> {
     if r.loaded.is_empty() {
-        println!("loaded {}", r.image_id);
+        return vec![format!("loaded {}", r.image_id)];
     }
+    r.loaded
+        .iter()
+        .map(|name| format!("loaded {name} ({})", r.image_id))
+        .collect()
+}
+
+/// Pushes `image` to `reference` through the registry sink, with
+/// credentials from the flags and the environment.
+fn push(
+    store: &store::Store,
+    image: &model::Image,
+    reference: &str,
+    tags: &[String],
+    jobs: usize,
+    a: &RegistryArgs,
+    json: bool,
+) -> Result<sink::registry::PushReport> {
+    use sink::Sink;
+    let reference = model::reference::Reference::parse(reference)?;
+    for t in tags {
+        model::reference::Reference::parse(&format!("{}:{t}", reference.name()))?;
+    }
+    let mut retry = http::RetryPolicy::default();
+    if let Some(ms) = std::env::var("MPSI_PUSH_BACKOFF_MS").ok().and_then(|v| v.parse().ok()) {
+        retry.base = std::time::Duration::from_millis(ms);
+    }
+    let mut sink = sink::registry::RegistrySink {
+        opts: sink::registry::Options {
+            reference,
+            tags: tags.to_vec(),
+            jobs: jobs.max(1),
+            insecure: a.insecure_registry.clone(),
+            timeouts: http::Timeouts {
+                connect: a.connect_timeout,
+                stall: a.stall_timeout,
+            },
+            retry,
+            chunk_size: a.chunk_size.filter(|&c| c > 0),
+            credentials: credential_sources(a.creds.as_deref())?,
+            record: Some(store.root().join("push-record.json")),
+        },
+    };
+    let report = sink.send(image, reporter(json).as_ref())?;
+    if let Some(f) = &a.digest_file {
+        fsutil::write_atomic(f, report.digest.as_bytes())
+            .with_context(|| format!("writing the digest to {}", f.display()))?;
+    }
+    Ok(report)
+}
+
+/// Where registry credentials come from: --creds, the MPSI_REGISTRY_*
+/// variables, then the containers and Docker config files.
+fn credential_sources(creds: Option<&str>) -> Result<sink::registry::creds::Sources> {
+    use sink::registry::creds::{Credential, Sources};
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let explicit = match (creds, std::env::var("MPSI_REGISTRY_USER"), std::env::var("MPSI_REGISTRY_PASSWORD")) {
+        (Some(c), _, _) => Some(Credential::from_user_pass(c).context("--creds")?),
+        (None, Ok(u), Ok(p)) if !u.is_empty() => Some(Credential::from_user_pass(&format!("{u}:{p}"))?),
+        _ => None,
+    };
+    let home = env("HOME");
+    let mut auth_files: Vec<PathBuf> = env("REGISTRY_AUTH_FILE").into_iter().collect();
+    auth_files.extend(env("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
+    auth_files.extend(home.as_ref().map(|h| h.join(".config/containers/auth.json")));
+    let docker_config = env("DOCKER_CONFIG")
+        .or_else(|| home.map(|h| h.join(".docker")))
+        .map(|d| d.join("config.json"));
+    Ok(Sources {
+        explicit,
+        auth_files,
+        docker_config,
+    })
 }
 
 /// Build outputs `store gc` keeps: what the lock's builds recorded, on the
@@ -612,7 +772,7 @@ fn source_date_epoch_env() -> Result<Option<u64>> {
 /// Progress bars when stderr is a terminal and the output is for humans.
 fn reporter(json: bool) -> Box<dyn progress::Reporter> {
     if progress(json) {
-        Box::new(cli::progress::Bars)
+        Box::new(cli::progress::Bars::default())
     } else {
         Box::new(progress::Quiet)
     }

@@ -1,17 +1,34 @@
 //! Progress bars on stderr (indicatif), the CLI's `Reporter`.
 
 use crate::progress::{Reporter, Task, Unit};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-pub struct Bars;
+/// Bars drawn together (a push shows one per blob in flight and a total),
+/// so concurrent tasks do not overwrite each other's lines.
+pub struct Bars {
+    multi: MultiProgress,
+}
+
+impl Default for Bars {
+    fn default() -> Bars {
+        Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+        }
+    }
+}
 
 struct Bar(ProgressBar);
 
 impl Reporter for Bars {
     fn task(&self, label: &str, total: Option<u64>, unit: Unit) -> Box<dyn Task> {
-        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+        let bar = self.multi.add(ProgressBar::with_draw_target(
+            total,
+            ProgressDrawTarget::hidden(),
+        ));
         let template = match unit {
-            Unit::Bytes => "{prefix:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            Unit::Bytes => {
+                "{prefix:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+            }
             Unit::Steps => "{prefix:30!} [{bar:30}] {pos}/{len} {elapsed_precise} {wide_msg}",
         };
         bar.set_style(
@@ -24,7 +41,9 @@ impl Reporter for Bars {
     }
 
     fn note(&self, message: &str) {
-        eprintln!("  {message}");
+        if self.multi.println(format!("  {message}")).is_err() {
+            eprintln!("  {message}");
+        }
     }
 }
 

@@ -4,5 +4,6 @@
 pub mod digest;
 pub mod image;
 pub mod name;
+pub mod reference;
 
 pub use image::{Image, Layer};

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod docker;
 mod http1;
 pub mod layout;
+pub mod registry;
 
 use crate::model::Image;
 use crate::progress::Reporter;
