@@ -24,13 +24,13 @@ fn main() -> std::io::Result<()> {
         sk.port()
     );
     std::thread::sleep(std::time::Duration::from_secs(seconds));
-    let st = sk.state();
+    let w = sk.state().wal();
     eprintln!(
-        "safekeeper: {:?}..{:?}, {} gaps; page server: {} pages",
-        st.wal_start,
-        st.wal_end(),
-        st.wal_gaps.len(),
-        ps.state().pages.len()
+        "safekeeper: {:?}..{:?}, {} gaps; page server: {} images",
+        w.start,
+        w.end(),
+        w.gaps.len(),
+        ps.state().images()
     );
     Ok(())
 }
