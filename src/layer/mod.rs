@@ -11,11 +11,11 @@
 
 pub mod compress;
 
-use compress::Compression;
+pub use crate::model::LayerBlob;
+use crate::model::compression::Compression;
 use crate::model::digest::{HashingWriter, sha256_digest};
 use crate::rootfs::{Content, Entry};
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -25,19 +25,6 @@ use tar::{EntryType, Header};
 /// Bumped whenever the bytes this module writes for the same entries change,
 /// so cached layers from an older mpsi are not reused.
 pub const LAYER_FORMAT: &str = "mpsi-layer-v1";
-
-/// What a written layer is, as the image config and manifest need it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LayerBlob {
-    pub media_type: String,
-    /// Digest of the compressed blob.
-    pub digest: String,
-    pub size: u64,
-    /// Digest of the uncompressed tar.
-    pub diff_id: String,
-    pub uncompressed_size: u64,
-    pub entries: usize,
-}
 
 /// How to encode a layer.
 #[derive(Clone, Copy, Debug)]

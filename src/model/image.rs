@@ -9,10 +9,24 @@
 
 use super::digest::sha256_digest;
 use oci_spec::image::{Descriptor, DescriptorBuilder, ImageManifest, MediaType};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
+
+/// What a written layer is, as the image config and manifest need it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub media_type: String,
+    /// Digest of the compressed blob.
+    pub digest: String,
+    pub size: u64,
+    /// Digest of the uncompressed tar.
+    pub diff_id: String,
+    pub uncompressed_size: u64,
+    pub entries: usize,
+}
 
 /// One layer: its descriptor in the manifest, its uncompressed digest, and
 /// where its compressed bytes are.

@@ -7,7 +7,7 @@
 //! line and the field. Paths in sources are relative to the spec file's
 //! directory.
 
-use crate::layer::compress::Compression;
+use crate::model::compression::Compression;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};

@@ -29,7 +29,7 @@
 
 use crate::model::digest::{HashingWriter, hex_of};
 use crate::fsutil;
-use crate::layer::LayerBlob;
+use crate::model::LayerBlob;
 use crate::lock::{self, Input};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
