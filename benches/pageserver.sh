@@ -46,9 +46,9 @@ bin() { # bin DIR NAME -> path of a program in a build dir or install root
 }
 
 cargo build --release --quiet --example reference_peers --manifest-path "$here/Cargo.toml"
-# Fresh peers for every server: a Page Server holds the pages of one
-# database, and the API names no database, so peers that kept the pages of
-# an earlier run's datadir would serve them to the next one.
+# Fresh peers for every server, so that every run starts from the same
+# empty peers (the compute would refuse an earlier datadir's pages anyway:
+# exact-LSN rule and database identity, docs/page-server-protocol.md §4.6-4.7).
 peers_pid=
 fresh_peers() {
   [ -n "$peers_pid" ] && { kill "$peers_pid"; wait "$peers_pid" 2>/dev/null || true; }
