@@ -1,5 +1,6 @@
 //! Text output of commands for humans (`--json` prints the reports instead).
 
+use crate::assemble::Report;
 use crate::assemble::dry_run::DryRun;
 
 pub fn dry_run(d: &DryRun) {
@@ -30,5 +31,38 @@ pub fn dry_run(d: &DryRun) {
             (Some(why), false) => println!("  layer  {:<16} WRITE: {why}", l.name),
             (None, false) => println!("  layer  {:<16} WRITE", l.name),
         }
+    }
+}
+
+pub fn assembled(report: &Report) {
+    println!("assembled {} ({})", report.image, report.manifest_digest);
+    println!("  layout  {}", report.layout.display());
+    println!("  elf     {}", report.elf_check);
+    for b in &report.builds {
+        println!(
+            "  build   {:<20} {}{}{}",
+            b.name,
+            &b.key[..16],
+            if b.cached {
+                "  (cached)".to_string()
+            } else {
+                format!("  built in {:.0} s", b.seconds)
+            },
+            if b.hermetic {
+                ""
+            } else {
+                "  NON-HERMETIC (network allowed)"
+            }
+        );
+    }
+    for l in &report.layers {
+        println!(
+            "  layer   {:<20} {} {:>10} bytes {:>6} entries{}",
+            l.name,
+            l.blob.digest,
+            l.blob.size,
+            l.blob.entries,
+            if l.cached { "  (cached)" } else { "" }
+        );
     }
 }
