@@ -250,37 +250,7 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
         let mut resp = req.send().map_err(|e| Attempt::Retry(e.into()))?;
-        let status = resp.status();
-        let append = match status.as_u16() {
-            206 => {
-                let start = resp
-                    .headers()
-                    .get(reqwest::header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("bytes "))
-                    .and_then(|v| v.split('-').next())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if start != Some(have) {
-                    // Not the range we asked for: start over.
-                    let _ = fs::remove_file(partial);
-                    return Err(Attempt::Retry(anyhow::anyhow!(
-                        "server answered a range request with an unexpected Content-Range"
-                    )));
-                }
-                true
-            }
-            200 => false,
-            416 => {
-                let _ = fs::remove_file(partial);
-                return Err(Attempt::Retry(anyhow::anyhow!(
-                    "server refused to resume (416); starting over"
-                )));
-            }
-            429 | 500..=599 => {
-                return Err(Attempt::Retry(anyhow::anyhow!("HTTP {status}")));
-            }
-            _ => return Err(Attempt::Fatal(anyhow::anyhow!("HTTP {status}"))),
-        };
+        let append = resume_or_restart(&resp, have, partial)?;
         let body_len = resp.content_length();
         let mut file = fs::File::options()
             .create(true)
@@ -292,7 +262,36 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
                 Attempt::Fatal(anyhow::Error::new(e).context("opening the partial file"))
             })?;
         let mut done = if append { have } else { 0 };
-        bar.set_position(done);
+        self.copy_body(&mut resp, &mut file, &mut done, input, url, partial, bar)?;
+        file.sync_all()
+            .map_err(|e| Attempt::Fatal(anyhow::Error::new(e)))?;
+        let received = done - if append { have } else { 0 };
+        // A whole body of the wrong size is a wrong file (commit_partial
+        // reports it); a body cut short of its Content-Length is retried.
+        let whole = body_len.is_some_and(|n| n == received);
+        if done < input.size && !whole {
+            return Err(Attempt::Retry(anyhow::anyhow!(
+                "body ended after {done} of {} bytes",
+                input.size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies the body into the partial file, counting `done`; more bytes
+    /// than pinned is a wrong file (fatal), a lost connection is retried.
+    #[allow(clippy::too_many_arguments)] // one download's state, passed through
+    fn copy_body(
+        &self,
+        resp: &mut reqwest::blocking::Response,
+        file: &mut fs::File,
+        done: &mut u64,
+        input: &Input,
+        url: &str,
+        partial: &Path,
+        bar: &dyn Task,
+    ) -> Result<(), Attempt> {
+        bar.set_position(*done);
         let mut buf = vec![0u8; 256 << 10];
         loop {
             let n = match resp.read(&mut buf) {
@@ -307,8 +306,8 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
                     ));
                 }
             };
-            if done + n as u64 > input.size {
-                drop(file);
+            if *done + n as u64 > input.size {
+                let _ = file.sync_all();
                 let _ = fs::remove_file(partial);
                 return Err(Attempt::Fatal(
                     IntegrityError {
@@ -317,7 +316,7 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
                         expected: input.sha256.clone(),
                         expected_size: input.size,
                         actual: "(not computed: the body is larger than pinned)".into(),
-                        actual_size: done + n as u64,
+                        actual_size: *done + n as u64,
                     }
                     .into(),
                 ));
@@ -325,20 +324,8 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
             file.write_all(&buf[..n]).map_err(|e| {
                 Attempt::Fatal(anyhow::Error::new(e).context("writing the partial file"))
             })?;
-            done += n as u64;
-            bar.set_position(done);
-        }
-        file.sync_all()
-            .map_err(|e| Attempt::Fatal(anyhow::Error::new(e)))?;
-        let received = done - if append { have } else { 0 };
-        // A whole body of the wrong size is a wrong file (commit_partial
-        // reports it); a body cut short of its Content-Length is retried.
-        let whole = body_len.is_some_and(|n| n == received);
-        if done < input.size && !whole {
-            return Err(Attempt::Retry(anyhow::anyhow!(
-                "body ended after {done} of {} bytes",
-                input.size
-            )));
+            *done += n as u64;
+            bar.set_position(*done);
         }
         Ok(())
     }
@@ -552,3 +539,41 @@ pub fn import_bundle(store: &Store, bundle: &Path, needed: &[&Input]) -> Result<
     }
     Ok(())
 }
+/// How a download continues from the answer's status: appending to the
+/// partial file (206 from where it ends), from the start (200), or retried.
+fn resume_or_restart(
+    resp: &reqwest::blocking::Response,
+    have: u64,
+    partial: &Path,
+) -> Result<bool, Attempt> {
+    let status = resp.status();
+    match status.as_u16() {
+        206 => {
+            let start = resp
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.parse::<u64>().ok());
+            if start != Some(have) {
+                // Not the range we asked for: start over.
+                let _ = fs::remove_file(partial);
+                return Err(Attempt::Retry(anyhow::anyhow!(
+                    "server answered a range request with an unexpected Content-Range"
+                )));
+            }
+            Ok(true)
+        }
+        200 => Ok(false),
+        416 => {
+            let _ = fs::remove_file(partial);
+            Err(Attempt::Retry(anyhow::anyhow!(
+                "server refused to resume (416); starting over"
+            )))
+        }
+        429 | 500..=599 => Err(Attempt::Retry(anyhow::anyhow!("HTTP {status}"))),
+        _ => Err(Attempt::Fatal(anyhow::anyhow!("HTTP {status}"))),
+    }
+}
+
