@@ -69,7 +69,10 @@ enum Origin {
     Tree(Loc),
     /// A Debian package, the merged-/usr links or the dpkg database of a
     /// `[[layer.packages]]` source (`what` names which).
-    Packages { what: String, at: Loc },
+    Packages {
+        what: String,
+        at: Loc,
+    },
     /// A parent directory nobody declared.
     Implied,
 }
@@ -123,97 +126,8 @@ pub fn collect(
                 packages::insert(&mut tree, packages, &wanted, at)
                     .with_context(|| format!("the {from_lock:?} packages of the lock"))?
             }
-            Source::Tree {
-                from,
-                from_build,
-                to,
-                include,
-                exclude,
-                follow_symlinks,
-                owner,
-                file_mode,
-                dir_mode,
-                at,
-            } => {
-                let resolved;
-                let from = match from_build {
-                    None => from,
-                    Some(b) => {
-                        let root = builds.get(b).ok_or_else(|| {
-                            at.error(
-                                "from_build",
-                                format!("no output of build {b:?} was prepared"),
-                            )
-                        })?;
-                        resolved = root.join(from);
-                        &resolved
-                    }
-                };
-                let walker = TreeWalk {
-                    root: from,
-                    canon_root: fs::canonicalize(from)
-                        .map_err(|e| at.error("from", format!("{}: {e}", from.display())))?,
-                    to,
-                    include: include.as_ref(),
-                    exclude,
-                    follow: *follow_symlinks,
-                    owner,
-                    file_mode: *file_mode,
-                    dir_mode: *dir_mode,
-                    at,
-                };
-                let meta = fs::metadata(from)
-                    .map_err(|e| at.error("from", format!("{}: {e}", from.display())))?;
-                if !meta.is_dir() {
-                    return Err(at
-                        .error(
-                            "from",
-                            format!(
-                                "{} is not a directory (use [[layer.file]] for single files)",
-                                from.display()
-                            ),
-                        )
-                        .into());
-                }
-                let mut active = HashSet::new();
-                active.insert(walker.canon_root.clone());
-                walker.walk(&mut tree, from, "", &mut active)?;
-            }
-            Source::File {
-                data,
-                to,
-                mode,
-                owner,
-                at,
-            } => {
-                let content = match data {
-                    FileData::Inline(bytes) => Content::Inline(bytes.clone()),
-                    FileData::Path(p) => {
-                        let m = fs::metadata(p)
-                            .map_err(|e| at.error("from", format!("{}: {e}", p.display())))?;
-                        if !m.is_file() {
-                            return Err(at
-                                .error("from", format!("{} is not a regular file", p.display()))
-                                .into());
-                        }
-                        Content::File {
-                            path: p.clone(),
-                            stamp: Stamp::of(&m),
-                        }
-                    }
-                };
-                let default_mode = match &content {
-                    Content::File { path, .. } => normalized_file_mode(&fs::metadata(path)?),
-                    _ => 0o644,
-                };
-                tree.insert(Entry {
-                    path: to.clone(),
-                    content,
-                    mode: mode.unwrap_or(default_mode),
-                    owner: owner.clone(),
-                    origin: Origin::Declared(at.clone()),
-                })?;
-            }
+            Source::Tree { .. } => add_tree(&mut tree, source, builds)?,
+            Source::File { .. } => add_file(&mut tree, source)?,
             Source::Dir {
                 path,
                 mode,
@@ -247,6 +161,115 @@ pub fn collect(
         }
     }
     tree.finish()
+}
+
+/// A `[[layer.tree]]` source: a host directory or a build output's subtree.
+fn add_tree(
+    tree: &mut Tree,
+    source: &Source,
+    builds: &std::collections::BTreeMap<String, PathBuf>,
+) -> Result<()> {
+    let Source::Tree {
+        from,
+        from_build,
+        to,
+        include,
+        exclude,
+        follow_symlinks,
+        owner,
+        file_mode,
+        dir_mode,
+        at,
+    } = source
+    else {
+        unreachable!("add_tree is called for tree sources only")
+    };
+    let resolved;
+    let from = match from_build {
+        None => from,
+        Some(b) => {
+            let root = builds.get(b).ok_or_else(|| {
+                at.error(
+                    "from_build",
+                    format!("no output of build {b:?} was prepared"),
+                )
+            })?;
+            resolved = root.join(from);
+            &resolved
+        }
+    };
+    let walker = TreeWalk {
+        root: from,
+        canon_root: fs::canonicalize(from)
+            .map_err(|e| at.error("from", format!("{}: {e}", from.display())))?,
+        to,
+        include: include.as_ref(),
+        exclude,
+        follow: *follow_symlinks,
+        owner,
+        file_mode: *file_mode,
+        dir_mode: *dir_mode,
+        at,
+    };
+    let meta =
+        fs::metadata(from).map_err(|e| at.error("from", format!("{}: {e}", from.display())))?;
+    if !meta.is_dir() {
+        return Err(at
+            .error(
+                "from",
+                format!(
+                    "{} is not a directory (use [[layer.file]] for single files)",
+                    from.display()
+                ),
+            )
+            .into());
+    }
+    let mut active = HashSet::new();
+    active.insert(walker.canon_root.clone());
+    walker.walk(tree, from, "", &mut active)?;
+    Ok(())
+}
+
+/// A `[[layer.file]]` source: one file from disk or inline content.
+fn add_file(tree: &mut Tree, source: &Source) -> Result<()> {
+    let Source::File {
+        data,
+        to,
+        mode,
+        owner,
+        at,
+    } = source
+    else {
+        unreachable!("add_file is called for file sources only")
+    };
+    let content = match data {
+        FileData::Inline(bytes) => Content::Inline(bytes.clone()),
+        FileData::Path(p) => {
+            let m =
+                fs::metadata(p).map_err(|e| at.error("from", format!("{}: {e}", p.display())))?;
+            if !m.is_file() {
+                return Err(at
+                    .error("from", format!("{} is not a regular file", p.display()))
+                    .into());
+            }
+            Content::File {
+                path: p.clone(),
+                stamp: Stamp::of(&m),
+            }
+        }
+    };
+    let default_mode = match &content {
+        Content::File { path, .. } => normalized_file_mode(&fs::metadata(path)?),
+        _ => 0o644,
+    };
+    tree.insert(Entry {
+        path: to.clone(),
+        content,
+        mode: mode.unwrap_or(default_mode),
+        owner: owner.clone(),
+        origin: Origin::Declared(at.clone()),
+    })?;
+    Ok(())
 }
 
 /// Host permission bits do not go into the image: they depend on the umask
