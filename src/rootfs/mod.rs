@@ -470,101 +470,8 @@ impl TreeWalk<'_> {
             } else {
                 format!("{rel}/{name_str}")
             };
-            if self.exclude.is_match(&child_rel) {
-                continue;
-            }
-            let host = dir.join(&name);
-            let lmeta = fs::symlink_metadata(&host)
-                .with_context(|| format!("reading {}", host.display()))?;
-            let meta = if lmeta.file_type().is_symlink() {
-                if !self.follow {
-                    let target = fs::read_link(&host)
-                        .with_context(|| format!("reading symlink {}", host.display()))?;
-                    let Some(target) = target.to_str() else {
-                        anyhow::bail!(
-                            "{}: symlink {} has a non-UTF-8 target",
-                            self.at,
-                            host.display()
-                        );
-                    };
-                    if self.included(&child_rel) {
-                        tree.insert(self.entry(
-                            &child_rel,
-                            Content::Symlink(target.to_string()),
-                            0o777,
-                        ))?;
-                        added = true;
-                    }
-                    continue;
-                }
-                let resolved = fs::canonicalize(&host).map_err(|e| {
-                    self.at.error(
-                        "follow_symlinks",
-                        format!("symlink {} cannot be followed: {e}", host.display()),
-                    )
-                })?;
-                if !resolved.starts_with(&self.canon_root) {
-                    return Err(self
-                        .at
-                        .error(
-                            "follow_symlinks",
-                            format!(
-                                "symlink {} points to {}, outside the source tree {}; refusing to copy it into the image",
-                                host.display(),
-                                resolved.display(),
-                                self.root.display()
-                            ),
-                        )
-                        .into());
-                }
-                fs::metadata(&resolved)
-                    .with_context(|| format!("reading {}", resolved.display()))?
-            } else {
-                lmeta
-            };
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                let canon = fs::canonicalize(&host)?;
-                if !active.insert(canon.clone()) {
-                    return Err(self
-                        .at
-                        .error(
-                            "follow_symlinks",
-                            format!("symlink loop at {}", host.display()),
-                        )
-                        .into());
-                }
-                let inner = self.walk(tree, &host, &child_rel, active)?;
-                active.remove(&canon);
-                if inner || self.included(&child_rel) {
-                    tree.insert(self.entry(
-                        &child_rel,
-                        Content::Dir,
-                        self.dir_mode.unwrap_or(0o755),
-                    ))?;
-                    added = true;
-                }
-            } else if ft.is_file() {
-                if self.included(&child_rel) {
-                    let mode = self
-                        .file_mode
-                        .unwrap_or_else(|| normalized_file_mode(&meta));
-                    tree.insert(self.entry(
-                        &child_rel,
-                        Content::File {
-                            path: host.clone(),
-                            stamp: Stamp::of(&meta),
-                        },
-                        mode,
-                    ))?;
-                    added = true;
-                }
-            } else {
-                anyhow::bail!(
-                    "{}: {} is not a regular file, directory or symlink; only those can go into a layer (exclude it)",
-                    self.at,
-                    host.display()
-                );
+            if !self.exclude.is_match(&child_rel) {
+                added |= self.visit(tree, &dir.join(&name), &child_rel, active)?;
             }
         }
         if rel.is_empty() && !self.to.is_empty() && added {
@@ -572,6 +479,119 @@ impl TreeWalk<'_> {
             tree.insert(self.entry("", Content::Dir, self.dir_mode.unwrap_or(0o755)))?;
         }
         Ok(added)
+    }
+
+    /// One directory entry; whether it (or something beneath it) went into
+    /// the layer.
+    fn visit(
+        &self,
+        tree: &mut Tree,
+        host: &Path,
+        rel: &str,
+        active: &mut HashSet<PathBuf>,
+    ) -> Result<bool> {
+        let lmeta =
+            fs::symlink_metadata(host).with_context(|| format!("reading {}", host.display()))?;
+        let meta = match (lmeta.file_type().is_symlink(), self.follow) {
+            (true, false) => return self.keep_symlink(tree, host, rel),
+            (true, true) => self.follow_symlink(host)?,
+            (false, _) => lmeta,
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            return self.visit_dir(tree, host, rel, active);
+        }
+        if !ft.is_file() {
+            anyhow::bail!(
+                "{}: {} is not a regular file, directory or symlink; only those can go into a layer (exclude it)",
+                self.at,
+                host.display()
+            );
+        }
+        if !self.included(rel) {
+            return Ok(false);
+        }
+        let mode = self
+            .file_mode
+            .unwrap_or_else(|| normalized_file_mode(&meta));
+        let content = Content::File {
+            path: host.to_path_buf(),
+            stamp: Stamp::of(&meta),
+        };
+        tree.insert(self.entry(rel, content, mode))?;
+        Ok(true)
+    }
+
+    /// A symlink kept as a symlink (`follow_symlinks = false`).
+    fn keep_symlink(&self, tree: &mut Tree, host: &Path, rel: &str) -> Result<bool> {
+        let target =
+            fs::read_link(host).with_context(|| format!("reading symlink {}", host.display()))?;
+        let Some(target) = target.to_str() else {
+            anyhow::bail!(
+                "{}: symlink {} has a non-UTF-8 target",
+                self.at,
+                host.display()
+            );
+        };
+        if !self.included(rel) {
+            return Ok(false);
+        }
+        tree.insert(self.entry(rel, Content::Symlink(target.to_string()), 0o777))?;
+        Ok(true)
+    }
+
+    /// What a followed symlink points to, which must stay in the tree.
+    fn follow_symlink(&self, host: &Path) -> Result<fs::Metadata> {
+        let resolved = fs::canonicalize(host).map_err(|e| {
+            self.at.error(
+                "follow_symlinks",
+                format!("symlink {} cannot be followed: {e}", host.display()),
+            )
+        })?;
+        if !resolved.starts_with(&self.canon_root) {
+            return Err(self
+                .at
+                .error(
+                    "follow_symlinks",
+                    format!(
+                        "symlink {} points to {}, outside the source tree {}; refusing to copy it into the image",
+                        host.display(),
+                        resolved.display(),
+                        self.root.display()
+                    ),
+                )
+                .into());
+        }
+        fs::metadata(&resolved).with_context(|| format!("reading {}", resolved.display()))
+    }
+
+    /// A directory: its contents, then itself if anything in it (or it,
+    /// by the include globs) goes into the layer. `active` holds the
+    /// directories being walked, so a followed link back up is a loop.
+    fn visit_dir(
+        &self,
+        tree: &mut Tree,
+        host: &Path,
+        rel: &str,
+        active: &mut HashSet<PathBuf>,
+    ) -> Result<bool> {
+        let canon = fs::canonicalize(host)?;
+        if !active.insert(canon.clone()) {
+            return Err(self
+                .at
+                .error(
+                    "follow_symlinks",
+                    format!("symlink loop at {}", host.display()),
+                )
+                .into());
+        }
+        let inner = self.walk(tree, host, rel, active)?;
+        active.remove(&canon);
+        if !(inner || self.included(rel)) {
+            return Ok(false);
+        }
+        tree.insert(self.entry(rel, Content::Dir, self.dir_mode.unwrap_or(0o755)))?;
+        Ok(true)
     }
 
     fn included(&self, rel: &str) -> bool {
