@@ -769,97 +769,19 @@ fn layer_spec(
         line: ctx.line_of(span.start),
         what: format!("layer {name:?} (#{}) {kind} #{}", index + 1, n + 1),
     };
-    let ipath = |s: &Spanned<String>, field: &str| -> Result<String, SpecError> {
-        image_path(s.get_ref()).or_else(|m| ctx.err(s.span(), field, m))
-    };
     let mut sources = Vec::new();
     for (n, t) in raw.tree.into_iter().enumerate() {
-        let span = t.from.as_ref().map_or(t.to.span(), |f| f.span());
-        let at = loc("tree", n, span.clone());
-        let include = if t.include.is_empty() {
-            None
-        } else {
-            Some(globset(
-                ctx,
-                span.clone(),
-                "layer.tree.include",
-                &t.include,
-            )?)
-        };
-        let (from, from_build) = match (&t.from, &t.from_build) {
-            (Some(f), None) => (base.join(f.get_ref()), None),
-            (None, None) => {
-                return ctx.err(
-                    span,
-                    "layer.tree",
-                    "needs `from` (a directory) or `from_build` (a build of the lock)",
-                );
-            }
-            (f, Some(b)) => {
-                if !has_lock {
-                    return ctx.err(
-                        b.span(),
-                        "layer.tree.from_build",
-                        "a build output needs the lockfile: add `lock = \"../mpsi.lock\"` at the top of the spec",
-                    );
-                }
-                let inner = f.as_ref().map(|f| f.get_ref().as_str()).unwrap_or("");
-                if inner.starts_with('/') || inner.split('/').any(|c| c == "..") {
-                    return ctx.err(
-                        f.as_ref().expect("non-empty").span(),
-                        "layer.tree.from",
-                        format!("{inner:?} must be a relative path inside the build output, without '..'"),
-                    );
-                }
-                (PathBuf::from(inner), Some(b.get_ref().clone()))
-            }
-        };
-        sources.push(Source::Tree {
-            from,
-            from_build,
-            to: ipath(&t.to, "layer.tree.to")?,
-            include,
-            exclude: globset(ctx, span, "layer.tree.exclude", &t.exclude)?,
-            follow_symlinks: t.follow_symlinks,
-            owner: parse_owner(ctx, t.owner, t.owner_names, "layer.tree")?,
-            file_mode: t.file_mode,
-            dir_mode: t.dir_mode,
-            at,
-        });
+        let at = loc("tree", n, t.from.as_ref().map_or(t.to.span(), |f| f.span()));
+        sources.push(tree_source(ctx, base, t, has_lock, at)?);
     }
     for (n, f) in raw.file.into_iter().enumerate() {
         let at = loc("file", n, f.to.span());
-        let data = match (f.from, f.content) {
-            (Some(p), None) => FileData::Path(base.join(p)),
-            (None, Some(c)) => FileData::Inline(c.into_bytes()),
-            _ => {
-                return ctx.err(
-                    f.to.span(),
-                    "layer.file",
-                    "give exactly one of `from` (a path) or `content` (inline text)",
-                );
-            }
-        };
-        let to = ipath(&f.to, "layer.file.to")?;
-        if to.is_empty() {
-            return ctx.err(
-                f.to.span(),
-                "layer.file.to",
-                "a file cannot be the image root",
-            );
-        }
-        sources.push(Source::File {
-            data,
-            to,
-            mode: f.mode,
-            owner: parse_owner(ctx, f.owner, f.owner_names, "layer.file")?,
-            at,
-        });
+        sources.push(file_source(ctx, base, f, at)?);
     }
     for (n, d) in raw.dir.into_iter().enumerate() {
         let at = loc("dir", n, d.path.span());
         sources.push(Source::Dir {
-            path: ipath(&d.path, "layer.dir.path")?,
+            path: image_path_at(ctx, &d.path, "layer.dir.path")?,
             mode: d.mode.unwrap_or(0o755),
             owner: parse_owner(ctx, d.owner, d.owner_names, "layer.dir")?,
             at,
@@ -867,49 +789,161 @@ fn layer_spec(
     }
     for (n, s) in raw.symlink.into_iter().enumerate() {
         let at = loc("symlink", n, s.path.span());
-        let path = ipath(&s.path, "layer.symlink.path")?;
-        if path.is_empty() || s.target.is_empty() {
-            return ctx.err(
-                s.path.span(),
-                "layer.symlink",
-                "needs a non-root `path` and a non-empty `target`",
-            );
-        }
-        sources.push(Source::Symlink {
-            path,
-            target: s.target,
-            owner: parse_owner(ctx, s.owner, s.owner_names, "layer.symlink")?,
-            at,
-        });
+        sources.push(symlink_source(ctx, s, at)?);
     }
     for (n, p) in raw.packages.into_iter().enumerate() {
         let at = loc("packages", n, p.from_lock.span());
-        if p.from_lock.get_ref() != "runtime" {
-            return ctx.err(
-                p.from_lock.span(),
-                "layer.packages.from_lock",
-                format!("{:?} is not a package set of the lock (the lock has \"runtime\")", p.from_lock.get_ref()),
-            );
-        }
-        if !has_lock {
-            return ctx.err(
-                p.from_lock.span(),
-                "layer.packages.from_lock",
-                "packages come from the lockfile: add `lock = \"../mpsi.lock\"` at the top of the spec",
-            );
-        }
-        let span = p.from_lock.span();
-        sources.push(Source::Packages {
-            exclude: globset(ctx, span.clone(), "layer.packages.exclude", &p.exclude)?,
-            keep: globset(ctx, span, "layer.packages.keep", &p.keep)?,
-            from_lock: p.from_lock.into_inner(),
-            at,
-        });
+        sources.push(packages_source(ctx, p, has_lock, at)?);
     }
     Ok(LayerSpec {
         name,
         comment: raw.comment,
         sources,
+    })
+}
+
+/// An image path from the spec, or an error at its line.
+fn image_path_at(ctx: &Ctx, s: &Spanned<String>, field: &str) -> Result<String, SpecError> {
+    image_path(s.get_ref()).or_else(|m| ctx.err(s.span(), field, m))
+}
+
+fn tree_source(
+    ctx: &Ctx,
+    base: &Path,
+    t: RawTree,
+    has_lock: bool,
+    at: Loc,
+) -> Result<Source, SpecError> {
+    let span = t.from.as_ref().map_or(t.to.span(), |f| f.span());
+    let include = if t.include.is_empty() {
+        None
+    } else {
+        Some(globset(
+            ctx,
+            span.clone(),
+            "layer.tree.include",
+            &t.include,
+        )?)
+    };
+    let (from, from_build) = match (&t.from, &t.from_build) {
+        (Some(f), None) => (base.join(f.get_ref()), None),
+        (None, None) => {
+            return ctx.err(
+                span,
+                "layer.tree",
+                "needs `from` (a directory) or `from_build` (a build of the lock)",
+            );
+        }
+        (f, Some(b)) => {
+            if !has_lock {
+                return ctx.err(
+                    b.span(),
+                    "layer.tree.from_build",
+                    "a build output needs the lockfile: add `lock = \"../mpsi.lock\"` at the top of the spec",
+                );
+            }
+            let inner = f.as_ref().map(|f| f.get_ref().as_str()).unwrap_or("");
+            if inner.starts_with('/') || inner.split('/').any(|c| c == "..") {
+                return ctx.err(
+                    f.as_ref().expect("non-empty").span(),
+                    "layer.tree.from",
+                    format!(
+                        "{inner:?} must be a relative path inside the build output, without '..'"
+                    ),
+                );
+            }
+            (PathBuf::from(inner), Some(b.get_ref().clone()))
+        }
+    };
+    Ok(Source::Tree {
+        from,
+        from_build,
+        to: image_path_at(ctx, &t.to, "layer.tree.to")?,
+        include,
+        exclude: globset(ctx, span, "layer.tree.exclude", &t.exclude)?,
+        follow_symlinks: t.follow_symlinks,
+        owner: parse_owner(ctx, t.owner, t.owner_names, "layer.tree")?,
+        file_mode: t.file_mode,
+        dir_mode: t.dir_mode,
+        at,
+    })
+}
+
+fn file_source(ctx: &Ctx, base: &Path, f: RawFile, at: Loc) -> Result<Source, SpecError> {
+    let data = match (f.from, f.content) {
+        (Some(p), None) => FileData::Path(base.join(p)),
+        (None, Some(c)) => FileData::Inline(c.into_bytes()),
+        _ => {
+            return ctx.err(
+                f.to.span(),
+                "layer.file",
+                "give exactly one of `from` (a path) or `content` (inline text)",
+            );
+        }
+    };
+    let to = image_path_at(ctx, &f.to, "layer.file.to")?;
+    if to.is_empty() {
+        return ctx.err(
+            f.to.span(),
+            "layer.file.to",
+            "a file cannot be the image root",
+        );
+    }
+    Ok(Source::File {
+        data,
+        to,
+        mode: f.mode,
+        owner: parse_owner(ctx, f.owner, f.owner_names, "layer.file")?,
+        at,
+    })
+}
+
+fn symlink_source(ctx: &Ctx, s: RawSymlink, at: Loc) -> Result<Source, SpecError> {
+    let path = image_path_at(ctx, &s.path, "layer.symlink.path")?;
+    if path.is_empty() || s.target.is_empty() {
+        return ctx.err(
+            s.path.span(),
+            "layer.symlink",
+            "needs a non-root `path` and a non-empty `target`",
+        );
+    }
+    Ok(Source::Symlink {
+        path,
+        target: s.target,
+        owner: parse_owner(ctx, s.owner, s.owner_names, "layer.symlink")?,
+        at,
+    })
+}
+
+fn packages_source(
+    ctx: &Ctx,
+    p: RawPackages,
+    has_lock: bool,
+    at: Loc,
+) -> Result<Source, SpecError> {
+    if p.from_lock.get_ref() != "runtime" {
+        return ctx.err(
+            p.from_lock.span(),
+            "layer.packages.from_lock",
+            format!(
+                "{:?} is not a package set of the lock (the lock has \"runtime\")",
+                p.from_lock.get_ref()
+            ),
+        );
+    }
+    if !has_lock {
+        return ctx.err(
+            p.from_lock.span(),
+            "layer.packages.from_lock",
+            "packages come from the lockfile: add `lock = \"../mpsi.lock\"` at the top of the spec",
+        );
+    }
+    let span = p.from_lock.span();
+    Ok(Source::Packages {
+        exclude: globset(ctx, span.clone(), "layer.packages.exclude", &p.exclude)?,
+        keep: globset(ctx, span, "layer.packages.keep", &p.keep)?,
+        from_lock: p.from_lock.into_inner(),
+        at,
     })
 }
 
