@@ -5,8 +5,9 @@
 //!
 //! Needs a patched build: MPSI_TEST_MARIADB names a cmake build directory
 //! (with sql/mariadbd) or an install root (with usr/sbin/mariadbd). The
-//! end-to-end tier (.ci/e2e) sets it and MPSI_E2E=1; without a build these
-//! tests say so and pass, unless MPSI_E2E is set.
+//! end-to-end tier (.ci/e2e) sets it and runs these tests with --ignored;
+//! a plain `cargo test` shows them as ignored, and run without a build they
+//! fail saying what is missing.
 
 mod peers;
 
@@ -33,13 +34,10 @@ struct Mariadb {
 fn mariadb() -> Option<Mariadb> {
     let dir = match std::env::var("MPSI_TEST_MARIADB") {
         Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ if std::env::var_os("MPSI_E2E").is_some() => {
-            panic!("MPSI_E2E is set but MPSI_TEST_MARIADB is not")
-        }
-        _ => {
-            eprintln!("skipped: set MPSI_TEST_MARIADB to a patched MariaDB build or install root");
-            return None;
-        }
+        _ => panic!(
+            "MPSI_TEST_MARIADB is not set: these tests need a patched MariaDB build \
+             (a cmake build directory or an install root); .ci/e2e sets it"
+        ),
     };
     let (mariadbd, client) = if dir.join("sql/mariadbd").is_file() {
         (dir.join("sql/mariadbd"), dir.join("client/mariadb"))
@@ -290,6 +288,7 @@ fn expected_scan(updated: bool) -> String {
 const SCAN: &str = "SELECT COUNT(*), SUM(CRC32(v)) FROM t.a";
 
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn read_path_serves_verified_pages_and_falls_back_safely() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -401,6 +400,7 @@ fn log_file_bytes(datadir: &Path, from: u64, to: u64) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn redo_reaches_the_safekeeper_gap_free_even_across_an_outage() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -463,6 +463,7 @@ fn redo_reaches_the_safekeeper_gap_free_even_across_an_outage() {
 }
 
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn kill_9_with_the_feature_on_loses_no_committed_row() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -495,6 +496,7 @@ fn kill_9_with_the_feature_on_loses_no_committed_row() {
 /// new database has written past the old one's LSN, and whether the peer
 /// knows the database identity extension or not.
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn pages_of_a_previous_database_on_the_same_peer_are_never_accepted() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -636,6 +638,7 @@ fn wait_caught_up(s: &Server, sk: &Peer, what: &str) {
 /// lose [its end, the restart LSN), and a Safekeeper that comes back with
 /// an older end and refuses chunks past it must be resumed from its end.
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn redo_resumes_at_the_safekeepers_end_after_a_restart_or_a_rejection() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -685,6 +688,7 @@ fn redo_resumes_at_the_safekeepers_end_after_a_restart_or_a_rejection() {
 /// log holds another history: streaming stops with an error, and commits
 /// do not wait for it.
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn a_safekeeper_with_another_history_stops_the_stream() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -725,6 +729,7 @@ fn a_safekeeper_with_another_history_stops_the_stream() {
 /// while the Safekeeper is down) is counted and logged, and what follows
 /// it is still the redo log byte for byte.
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn a_forced_redo_gap_is_reported_and_the_rest_is_exact() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -793,6 +798,7 @@ fn start_must_fail(m: &Mariadb, datadir: &Path, args: &[String]) -> std::process
 /// Issue 8, defect 5: memory that cannot be had makes InnoDB refuse to
 /// start with a message, instead of std::terminate() on a bad_alloc.
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn an_impossible_buffer_size_fails_startup_cleanly() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -816,6 +822,7 @@ fn an_impossible_buffer_size_fails_startup_cleanly() {
 /// (idle pings of both threads) are bounded by the drain deadline, not by
 /// innodb_page_server_timeout_ms.
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn shutdown_is_bounded_even_when_both_peers_hang() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -844,6 +851,7 @@ fn shutdown_is_bounded_even_when_both_peers_hang() {
 /// slow Safekeeper (bounded), but not one by one for a Safekeeper that is
 /// known to be down.
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn commits_do_not_each_wait_for_a_safekeeper_that_is_down() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -889,6 +897,7 @@ fn rand_id() -> u32 {
 /// each read gives up after innodb_page_server_read_timeout_ms, and a run
 /// of slow answers opens the circuit, while other sessions write.
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn a_slow_page_server_does_not_stall_foreground_reads() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -949,6 +958,7 @@ fn a_slow_page_server_does_not_stall_foreground_reads() {
 /// break are refused at startup; ROW_FORMAT=COMPRESSED pages are never
 /// pushed, whatever their KEY_BLOCK_SIZE.
 #[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn bad_addresses_and_keys_are_refused_and_compressed_pages_not_pushed() {
     let Some(m) = mariadb() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
