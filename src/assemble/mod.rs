@@ -27,6 +27,8 @@ use std::path::PathBuf;
 pub struct Options {
     pub out: PathBuf,
     pub tag: Option<String>,
+    /// Image name instead of the spec's.
+    pub name: Option<String>,
     pub compression: Option<Compression>,
     /// Reuse layers whose inputs are unchanged.
     pub use_cache: bool,
@@ -110,7 +112,8 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
     let elf_check = elf::check_layers(&gathered, elf_skip(spec), reporter)?;
     let layers = write_layers(spec, store, opts, enc, &gathered, reporter)?;
 
-    let image = image_of(spec, store, &tag, epoch, &layers)?;
+    let name = opts.name.as_deref().unwrap_or(&spec.image.name);
+    let image = image_of(spec, store, name, &tag, epoch, &layers)?;
     LayoutSink {
         root: opts.out.clone(),
     }
@@ -280,6 +283,7 @@ fn write_layers(
 fn image_of(
     spec: &Spec,
     store: &Store,
+    name: &str,
     tag: &str,
     epoch: u64,
     layers: &[LayerReport],
@@ -302,7 +306,7 @@ fn image_of(
         &meta,
         &spec.config,
         epoch,
-        name::full_name(&spec.image.name, tag),
+        name::full_name(name, tag),
         &parts,
     )
 }

@@ -199,6 +199,9 @@ pub struct AssembleArgs {
     /// Tag to give the image instead of the spec's.
     #[arg(long)]
     pub tag: Option<String>,
+    /// Name to give the image instead of the spec's (`my-mariadb`, `registry/team/db`).
+    #[arg(long)]
+    pub name: Option<String>,
     /// Layer compression instead of the spec's.
     /// gzip loads everywhere; zstd is smaller and faster but Docker 20.10 cannot load it; none: plain tar.
     #[arg(long, value_parser = parse_compression)]

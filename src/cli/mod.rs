@@ -81,6 +81,7 @@ fn assemble_options(a: &AssembleArgs, store: &store::Store) -> Result<assemble::
     Ok(assemble::Options {
         out: a.out.clone(),
         tag: a.tag.clone(),
+        name: a.name.clone(),
         compression: a.compression,
         use_cache: !a.no_cache,
         threads,
