@@ -574,46 +574,7 @@ fn image_config(ctx: &Ctx, raw: RawConfig) -> Result<ImageConfig, SpecError> {
         }
         volumes.push(v.get_ref().clone());
     }
-    let healthcheck = match raw.healthcheck {
-        None => None,
-        Some(h) => {
-            let span = h.span();
-            let h = h.into_inner();
-            let ok_test = match h.test.first().map(String::as_str) {
-                Some("NONE") => h.test.len() == 1,
-                Some("CMD") | Some("CMD-SHELL") => h.test.len() >= 2,
-                _ => false,
-            };
-            if !ok_test {
-                return ctx.err(
-                    span,
-                    "config.healthcheck.test",
-                    "must be [\"CMD\", args...], [\"CMD-SHELL\", \"command\"] or [\"NONE\"]",
-                );
-            }
-            let dur = |field: &str, v: Option<String>| -> Result<Option<u64>, SpecError> {
-                match v {
-                    None => Ok(None),
-                    Some(s) => match parse_duration(&s) {
-                        Some(ns) => Ok(Some(ns)),
-                        None => ctx.err(
-                            span.clone(),
-                            &format!("config.healthcheck.{field}"),
-                            format!("{s:?} is not a duration like \"30s\", \"1m30s\" or \"500ms\""),
-                        ),
-                    },
-                }
-            };
-            Some(Healthcheck {
-                interval: dur("interval", h.interval)?,
-                timeout: dur("timeout", h.timeout)?,
-                start_period: dur("start_period", h.start_period)?,
-                start_interval: dur("start_interval", h.start_interval)?,
-                retries: h.retries,
-                test: h.test,
-            })
-        }
-    };
+    let healthcheck = raw.healthcheck.map(|h| healthcheck(ctx, h)).transpose()?;
     Ok(ImageConfig {
         entrypoint: raw.entrypoint,
         cmd: raw.cmd,
@@ -625,6 +586,45 @@ fn image_config(ctx: &Ctx, raw: RawConfig) -> Result<ImageConfig, SpecError> {
         labels: raw.labels,
         stop_signal: raw.stop_signal,
         healthcheck,
+    })
+}
+
+/// `[config.healthcheck]`: a Docker test form and Go-style durations.
+fn healthcheck(ctx: &Ctx, h: Spanned<RawHealthcheck>) -> Result<Healthcheck, SpecError> {
+    let span = h.span();
+    let h = h.into_inner();
+    let ok_test = match h.test.first().map(String::as_str) {
+        Some("NONE") => h.test.len() == 1,
+        Some("CMD") | Some("CMD-SHELL") => h.test.len() >= 2,
+        _ => false,
+    };
+    if !ok_test {
+        return ctx.err(
+            span,
+            "config.healthcheck.test",
+            "must be [\"CMD\", args...], [\"CMD-SHELL\", \"command\"] or [\"NONE\"]",
+        );
+    }
+    let dur = |field: &str, v: Option<String>| -> Result<Option<u64>, SpecError> {
+        match v {
+            None => Ok(None),
+            Some(s) => match parse_duration(&s) {
+                Some(ns) => Ok(Some(ns)),
+                None => ctx.err(
+                    span.clone(),
+                    &format!("config.healthcheck.{field}"),
+                    format!("{s:?} is not a duration like \"30s\", \"1m30s\" or \"500ms\""),
+                ),
+            },
+        }
+    };
+    Ok(Healthcheck {
+        interval: dur("interval", h.interval)?,
+        timeout: dur("timeout", h.timeout)?,
+        start_period: dur("start_period", h.start_period)?,
+        start_interval: dur("start_interval", h.start_interval)?,
+        retries: h.retries,
+        test: h.test,
     })
 }
 
