@@ -10,22 +10,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const NEEDS_ENGINE: &str = "MPSI_TEST_DOCKER_HOST is unset: this test needs a Docker engine \
-(bash .ci/test starts a private dockerd and sets it; see .ci/dockerd.sh)";
-
-fn docker_host() -> String {
-    match std::env::var("MPSI_TEST_DOCKER_HOST") {
-        Ok(h) if !h.is_empty() => h,
-        _ => panic!("{NEEDS_ENGINE}"),
-    }
-}
-
-fn docker(host: &str) -> Command {
-    let mut c = Command::new(require_tool("docker"));
-    c.env("DOCKER_HOST", host);
-    c
-}
-
 #[test]
 #[ignore = "needs a Docker engine (MPSI_TEST_DOCKER_HOST); .ci/test runs them with --ignored"]
 fn docker_loads_the_docker_archive_from_a_pipe() {
@@ -39,23 +23,7 @@ fn docker_loads_the_docker_archive_from_a_pipe() {
     } = assembled_fixture();
 
     // mpsi export ... -o - | docker load
-    let mut export = mpsi(&store)
-        .args(["export", "--format", "docker-archive", "-o", "-", "-l"])
-        .arg(&layout)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let load = docker(&host)
-        .arg("load")
-        .stdin(export.stdout.take().unwrap())
-        .output()
-        .unwrap();
-    assert!(export.wait().unwrap().success());
-    assert!(
-        load.status.success(),
-        "docker load: {}",
-        String::from_utf8_lossy(&load.stderr)
-    );
+    let load = export_into_docker(&store, &layout, &host);
     assert!(String::from_utf8_lossy(&load.stdout).contains("mpsi-test/fixture:v1"));
 
     // The engine's image ID is our config digest; its config is ours.

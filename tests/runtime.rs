@@ -604,10 +604,7 @@ fn pinned_debian_packages_verify_with_dpkg_and_travel_in_a_bundle() {
 #[test]
 #[ignore = "needs a Docker engine (MPSI_TEST_DOCKER_HOST); .ci/test runs it with --ignored"]
 fn the_runtime_layer_starts_a_shell_in_docker() {
-    let host = std::env::var("MPSI_TEST_DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .expect("MPSI_TEST_DOCKER_HOST must name a Docker engine (bash .ci/test starts a private dockerd)");
+    let host = docker_host();
     let tmp = tempfile::tempdir().unwrap();
     let (lock, spec) = real_runtime(tmp.path());
     let store = tmp.path().join("store");
@@ -615,28 +612,8 @@ fn the_runtime_layer_starts_a_shell_in_docker() {
     let layout = tmp.path().join("oci");
     assemble(&store, &spec, &layout);
 
-    let docker = || {
-        let mut c = Command::new(require_tool("docker"));
-        c.env("DOCKER_HOST", &host);
-        c
-    };
-    let mut export = mpsi(&store)
-        .args(["export", "--format", "docker-archive", "-o", "-", "-l"])
-        .arg(&layout)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let load = docker()
-        .arg("load")
-        .stdin(export.stdout.take().unwrap())
-        .output()
-        .unwrap();
-    assert!(export.wait().unwrap().success());
-    assert!(
-        load.status.success(),
-        "docker load: {}",
-        String::from_utf8_lossy(&load.stderr)
-    );
+    let docker = || docker(&host);
+    export_into_docker(&store, &layout, &host);
 
     let out = run_ok(docker().args([
         "run",

@@ -430,3 +430,44 @@ pub fn export(store: &Path, layout: &Path, format: &str, file: &Path) {
             .arg(layout),
     );
 }
+
+/// The Docker engine .ci/test started (MPSI_TEST_DOCKER_HOST); a test that
+/// needs one and runs without it fails, it never passes silently.
+pub fn docker_host() -> String {
+    match std::env::var("MPSI_TEST_DOCKER_HOST") {
+        Ok(h) if !h.is_empty() => h,
+        _ => panic!(
+            "MPSI_TEST_DOCKER_HOST is unset: this test needs a Docker engine \
+             (bash .ci/test starts a private dockerd and sets it; see .ci/dockerd.sh)"
+        ),
+    }
+}
+
+/// The docker CLI, talking to `host`.
+pub fn docker(host: &str) -> Command {
+    let mut c = Command::new(require_tool("docker"));
+    c.env("DOCKER_HOST", host);
+    c
+}
+
+/// `mpsi export --format docker-archive -o - | docker load`; docker's output.
+pub fn export_into_docker(store: &Path, layout: &Path, host: &str) -> Output {
+    let mut export = mpsi(store)
+        .args(["export", "--format", "docker-archive", "-o", "-", "-l"])
+        .arg(layout)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = docker(host)
+        .arg("load")
+        .stdin(export.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(export.wait().unwrap().success());
+    assert!(
+        load.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    load
+}
