@@ -55,4 +55,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

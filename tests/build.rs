@@ -615,7 +615,11 @@ fn dry_run_explains_a_rebuild_by_the_changed_patch() {
     assert_eq!(warm["layers"][0]["cached"], true, "{warm}");
 
     let patch = p.root.join("patches/0001-greeting.patch");
-    fs::write(&patch, GOOD_PATCH.replace("hello, patched", "hello, patched again")).unwrap();
+    fs::write(
+        &patch,
+        GOOD_PATCH.replace("hello, patched", "hello, patched again"),
+    )
+    .unwrap();
     run_ok(mpsi(&p.store).arg("lock").arg("--lock").arg(&p.lock));
     let builds_before = p.builds(&p.store);
     let changed = dry(&p);
@@ -644,8 +648,14 @@ fn dry_run_explains_a_rebuild_by_the_changed_patch() {
     assert_eq!(p.builds(&p.store), builds_before);
     // The text form says the same for a human.
     let mut c = mpsi(&p.store);
-    c.arg("assemble").arg(&p.spec).args(["--dry-run", "--no-ccache", "-o"]).arg(p.root.join("oci"));
+    c.arg("assemble")
+        .arg(&p.spec)
+        .args(["--dry-run", "--no-ccache", "-o"])
+        .arg(p.root.join("oci"));
     let text = String::from_utf8(run_ok(&mut c).stdout).unwrap();
-    assert!(text.contains("BUILD") && text.contains("patch patches/0001-greeting.patch changed"), "{text}");
+    assert!(
+        text.contains("BUILD") && text.contains("patch patches/0001-greeting.patch changed"),
+        "{text}"
+    );
     assert!(text.contains("layer  hello            WRITE"), "{text}");
 }

@@ -30,7 +30,10 @@ fn run_suite(script: &str, env: &[(&str, &Path)]) {
         path.display(),
         out.status
     );
-    assert!(stdout.contains(" checks, 0 failed"), "no summary line:\n{stdout}");
+    assert!(
+        stdout.contains(" checks, 0 failed"),
+        "no summary line:\n{stdout}"
+    );
 }
 
 #[test]
@@ -61,13 +64,15 @@ fn scripts_pass_shellcheck() {
 #[test]
 #[ignore = "needs MariaDB 10.11 binaries in MPSI_TEST_MARIADB_ROOT (Debian's packages unpacked); .ci/test runs it with --ignored"]
 fn entrypoint_with_real_mariadb() {
-    let dir = std::env::var_os("MPSI_TEST_MARIADB_ROOT").map(PathBuf::from).unwrap_or_else(|| {
-        panic!(
-            "MPSI_TEST_MARIADB_ROOT is not set: unpack Debian's mariadb-server-core, \
+    let dir = std::env::var_os("MPSI_TEST_MARIADB_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "MPSI_TEST_MARIADB_ROOT is not set: unpack Debian's mariadb-server-core, \
              mariadb-client-core and mariadb-client into a directory (apt-get download; \
              dpkg-deb -x) and point it there, as .ci/test does"
-        )
-    });
+            )
+        });
     assert!(
         dir.join("usr/sbin/mariadbd").is_file(),
         "{} has no usr/sbin/mariadbd",

@@ -376,7 +376,11 @@ fn read_path_serves_verified_pages_and_falls_back_safely() {
     s.sql("UPDATE t.a SET v = REPEAT(CHAR(65 + id % 26), 1000)");
     s.flush_all();
     assert_eq!(s.sql(SCAN), expected_scan(false));
-    assert_eq!(s.counter("Page_server_pages_served"), served, "an oversized answer was used");
+    assert_eq!(
+        s.counter("Page_server_pages_served"),
+        served,
+        "an oversized answer was used"
+    );
     assert!(s.counter("Page_server_errors") > errors);
     ps.faults().oversized_body = None;
 
@@ -561,7 +565,10 @@ fn pages_of_a_previous_database_on_the_same_peer_are_never_accepted() {
     let offered = ps.state().foreign_pages_served - offered;
     let accepted = s.counter("Page_server_pages_served") - served;
     assert!(offered > 100, "old images offered: {offered}");
-    assert_eq!(accepted, 0, "{offered} old images offered, {accepted} accepted");
+    assert_eq!(
+        accepted, 0,
+        "{offered} old images offered, {accepted} accepted"
+    );
     assert_eq!(s.sql("CHECK TABLE t.a").split('\t').last(), Some("OK"));
 
     // The identity extension: each datadir has its own id, sent with every
@@ -574,7 +581,10 @@ fn pages_of_a_previous_database_on_the_same_peer_are_never_accepted() {
         let pushed = &st.identities["put_page"];
         assert!(pushed.contains(old_id.trim()) && pushed.contains(new_id.trim()));
         let asked = &st.identities["get_page"];
-        assert!(asked.contains(new_id.trim()) && asked.len() <= 2, "{asked:?}");
+        assert!(
+            asked.contains(new_id.trim()) && asked.len() <= 2,
+            "{asked:?}"
+        );
         assert!(sk.state().identities["stream_wal"].contains(new_id.trim()));
     }
     ps.faults().ignore_identity = false;
@@ -769,7 +779,10 @@ fn start_must_fail(m: &Mariadb, datadir: &Path, args: &[String]) -> std::process
     let mut child = Command::new(&m.mariadbd)
         .arg("--no-defaults")
         .arg(format!("--datadir={}", datadir.display()))
-        .arg(format!("--socket={}", datadir.join("mysqld.sock").display()))
+        .arg(format!(
+            "--socket={}",
+            datadir.join("mysqld.sock").display()
+        ))
         .arg(format!("--lc-messages-dir={}", m.messages.display()))
         .args(["--user=root", "--skip-networking", "--skip-grant-tables"])
         .args(["--innodb-buffer-pool-size=8M"])
@@ -810,7 +823,11 @@ fn an_impossible_buffer_size_fails_startup_cleanly() {
     let status = start_must_fail(&m, &datadir, &args);
     let text = fs::read_to_string(datadir.join("error.log")).unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), None, "mariadbd was killed by a signal:\n{text}");
+    assert_eq!(
+        status.signal(),
+        None,
+        "mariadbd was killed by a signal:\n{text}"
+    );
     assert!(!text.contains("terminate called"), "{text}");
     assert!(
         text.contains("cannot allocate") && text.contains("innodb_safekeeper_buffer_size"),
@@ -968,7 +985,10 @@ fn bad_addresses_and_keys_are_refused_and_compressed_pages_not_pushed() {
     args.push("--innodb-page-server-address=127.0.0.1:8081".into());
     start_must_fail(&m, &datadir, &args);
     let log = fs::read_to_string(datadir.join("error.log")).unwrap();
-    assert!(log.contains("'127.0.0.1:8081' is not a valid host name"), "{log}");
+    assert!(
+        log.contains("'127.0.0.1:8081' is not a valid host name"),
+        "{log}"
+    );
 
     let mut args = feature_args(1, 1);
     args.push("--innodb-safekeeper-api-key=k\r\nX-Injected: 1".into());
@@ -987,7 +1007,15 @@ fn bad_addresses_and_keys_are_refused_and_compressed_pages_not_pushed() {
         .sql("SELECT space FROM information_schema.innodb_sys_tables WHERE name = 't/z'")
         .parse()
         .unwrap();
-    let pushed = ps.state().pages.keys().filter(|(_, sp, _)| *sp == space).count();
-    assert_eq!(pushed, 0, "pages of a ROW_FORMAT=COMPRESSED table were pushed");
+    let pushed = ps
+        .state()
+        .pages
+        .keys()
+        .filter(|(_, sp, _)| *sp == space)
+        .count();
+    assert_eq!(
+        pushed, 0,
+        "pages of a ROW_FORMAT=COMPRESSED table were pushed"
+    );
     s.stop();
 }

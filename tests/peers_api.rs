@@ -178,12 +178,18 @@ fn peers_keep_each_database_apart_and_inject_the_issue_8_faults() {
     put("bbbb", 50, 2);
     // Each database sees its own images, labelled with its id.
     let (s, b) = get("bbbb", 1000);
-    assert_eq!((s, b["page_lsn"].as_u64(), b["database_id"].as_str()), (200, Some(50), Some("bbbb")));
+    assert_eq!(
+        (s, b["page_lsn"].as_u64(), b["database_id"].as_str()),
+        (200, Some(50), Some("bbbb"))
+    );
     assert_eq!(get("cccc", 1000).0, 404);
     // Another database's images, labelled honestly or not.
     ps.faults().foreign_database_pages = true;
     let (_, b) = get("bbbb", 1000);
-    assert_eq!((b["page_lsn"].as_u64(), b["database_id"].as_str()), (Some(100), Some("aaaa")));
+    assert_eq!(
+        (b["page_lsn"].as_u64(), b["database_id"].as_str()),
+        (Some(100), Some("aaaa"))
+    );
     ps.faults().lie_about_database = true;
     assert_eq!(get("bbbb", 1000).1["database_id"], "bbbb");
     assert_eq!(ps.state().foreign_pages_served, 2);
@@ -196,7 +202,10 @@ fn peers_keep_each_database_apart_and_inject_the_issue_8_faults() {
     put("aaaa", 70, 3);
     put("bbbb", 80, 4);
     let (_, b) = get("bbbb", 75);
-    assert_eq!((b["page_lsn"].as_u64(), b.get("database_id")), (Some(70), None));
+    assert_eq!(
+        (b["page_lsn"].as_u64(), b.get("database_id")),
+        (Some(70), None)
+    );
     // Another space's page; an oversized answer.
     *ps.faults() = Default::default();
     call(
@@ -234,9 +243,15 @@ fn peers_keep_each_database_apart_and_inject_the_issue_8_faults() {
     assert_eq!(wal("aaaa", 100, b"abcd"), 200);
     assert_eq!(wal("bbbb", 500, b"xy"), 200);
     let latest = |db: &str| {
-        call(q, "GET", &format!("/api/v1/get_latest_lsn?database_id={db}"), None, &[])
-            .unwrap()
-            .1["latest_lsn"]
+        call(
+            q,
+            "GET",
+            &format!("/api/v1/get_latest_lsn?database_id={db}"),
+            None,
+            &[],
+        )
+        .unwrap()
+        .1["latest_lsn"]
             .as_u64()
     };
     assert_eq!((latest("aaaa"), latest("bbbb")), (Some(104), Some(502)));

@@ -12,8 +12,8 @@ use crate::oci::{canonical_json, descriptor};
 use crate::spec::{ImageConfig, ImageMeta};
 use anyhow::Result;
 use oci_spec::image::{
-    ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, ImageManifest,
-    ImageManifestBuilder, MediaType, RootFsBuilder,
+    ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, ImageManifest, ImageManifestBuilder,
+    MediaType, RootFsBuilder,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -162,7 +162,10 @@ fn manifest_doc(
     let config_digest = sha256_digest(config);
 
     let mut annotations: HashMap<String, String> = meta.annotations.clone().into_iter().collect();
-    annotations.insert("org.opencontainers.image.created".into(), created.to_string());
+    annotations.insert(
+        "org.opencontainers.image.created".into(),
+        created.to_string(),
+    );
     annotations.insert(
         "org.opencontainers.image.version".into(),
         meta.version.clone().unwrap_or_else(|| meta.tag.clone()),
@@ -198,13 +201,11 @@ fn manifest_doc(
     Ok(manifest)
 }
 
-
 /// RFC 3339 UTC timestamp of a Unix time.
 pub fn rfc3339(epoch: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch))
         .to_string()
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -46,7 +46,13 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options) -> Result<DryRun> {
     };
     // The runtime packages, if the store has them all (else None).
     let debs: Option<Vec<PathBuf>> = match &lock {
-        Some(lf) => lf.lock.runtime.packages.iter().map(|p| store.input(&p.input())).collect(),
+        Some(lf) => lf
+            .lock
+            .runtime
+            .packages
+            .iter()
+            .map(|p| store.input(&p.input()))
+            .collect(),
         None => Some(Vec::new()),
     };
     let layers = decide_layers(spec, store, opts, epoch, &builds, debs.as_deref())?;
@@ -81,7 +87,10 @@ fn decide_layers(
             } if !roots.contains_key(b) => Some(b.clone()),
             _ => None,
         });
-        let packages = l.sources.iter().any(|s| matches!(s, Source::Packages { .. }));
+        let packages = l
+            .sources
+            .iter()
+            .any(|s| matches!(s, Source::Packages { .. }));
         let decision = match (rebuilt, debs) {
             (Some(b), _) => LayerDecision {
                 name: l.name.clone(),

@@ -29,8 +29,8 @@
 
 use crate::fetch::{Fetcher, Origin};
 use crate::fsutil;
-use crate::progress::{Reporter, Task};
 use crate::lock::{LockFile, Patch};
+use crate::progress::{Reporter, Task};
 mod host;
 mod patch;
 pub mod plan;
@@ -38,10 +38,10 @@ mod recipe;
 pub mod sandbox;
 mod strip;
 
-pub use plan::Plan;
-use sandbox::{Net, Sandbox};
 use crate::store::{self, Store};
 use anyhow::{Context, Result, bail};
+pub use plan::Plan;
+use sandbox::{Net, Sandbox};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
@@ -171,7 +171,11 @@ pub struct Decision {
 pub fn decide(store: &Store, lf: &LockFile, name: &str, opts: &Options) -> Result<Decision> {
     let plan = plan(lf, name, opts)?;
     let cached = store.build(&plan.key).is_some();
-    let newest = if cached { None } else { newest_build(store, name)? };
+    let newest = if cached {
+        None
+    } else {
+        newest_build(store, name)?
+    };
     let because = match &newest {
         Some(m) => plan.explain(m),
         None if cached => Vec::new(),
@@ -459,5 +463,4 @@ mod tests {
         );
         assert_eq!(ninja_status("FAILED: x.o"), None);
     }
-
 }

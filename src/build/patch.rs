@@ -1,11 +1,11 @@
 //! Applying a patch series: each patch dry-run first, then for real.
 
 use super::PatchFailed;
+use super::sandbox;
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use super::sandbox;
 use std::process::{Command, Stdio};
 
 /// Applies one patch with `patch -p1`, after a dry run that must succeed;
@@ -75,4 +75,3 @@ pub(super) fn apply_patch(src: &Path, name: &str, path: &Path, log: &mut fs::Fil
     }
     Ok(())
 }
-

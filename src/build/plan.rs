@@ -91,7 +91,11 @@ impl Plan {
         }
         let new_patches: Vec<Patch> = self.patches.iter().map(|(p, _)| p.clone()).collect();
         why.extend(patch_changes(&old.patches, &new_patches));
-        why.extend(list_changes("cmake flag", &old.cmake_flags, &self.cmake_flags));
+        why.extend(list_changes(
+            "cmake flag",
+            &old.cmake_flags,
+            &self.cmake_flags,
+        ));
         if old.source_date_epoch != self.epoch {
             why.push(format!(
                 "SOURCE_DATE_EPOCH {} -> {}",
@@ -118,8 +122,14 @@ fn short(hex: &str) -> &str {
 }
 
 fn patch_changes(old: &[Patch], new: &[Patch]) -> Vec<String> {
-    let old_by: BTreeMap<&str, &str> = old.iter().map(|p| (p.name.as_str(), p.sha256.as_str())).collect();
-    let new_by: BTreeMap<&str, &str> = new.iter().map(|p| (p.name.as_str(), p.sha256.as_str())).collect();
+    let old_by: BTreeMap<&str, &str> = old
+        .iter()
+        .map(|p| (p.name.as_str(), p.sha256.as_str()))
+        .collect();
+    let new_by: BTreeMap<&str, &str> = new
+        .iter()
+        .map(|p| (p.name.as_str(), p.sha256.as_str()))
+        .collect();
     let mut why = Vec::new();
     for p in new {
         match old_by.get(p.name.as_str()) {
@@ -139,7 +149,12 @@ fn patch_changes(old: &[Patch], new: &[Patch]) -> Vec<String> {
         }
     }
     let order = |ps: &[Patch]| -> Vec<String> {
-        ps.iter().filter(|p| old_by.contains_key(p.name.as_str()) && new_by.contains_key(p.name.as_str())).map(|p| p.name.clone()).collect()
+        ps.iter()
+            .filter(|p| {
+                old_by.contains_key(p.name.as_str()) && new_by.contains_key(p.name.as_str())
+            })
+            .map(|p| p.name.clone())
+            .collect()
     };
     if why.is_empty() && order(old) != order(new) {
         why.push("patch order changed".into());
@@ -150,7 +165,10 @@ fn patch_changes(old: &[Patch], new: &[Patch]) -> Vec<String> {
 fn list_changes(what: &str, old: &[String], new: &[String]) -> Vec<String> {
     let o: BTreeSet<&String> = old.iter().collect();
     let n: BTreeSet<&String> = new.iter().collect();
-    let mut why: Vec<String> = n.difference(&o).map(|f| format!("{what} {f} added")).collect();
+    let mut why: Vec<String> = n
+        .difference(&o)
+        .map(|f| format!("{what} {f} added"))
+        .collect();
     why.extend(o.difference(&n).map(|f| format!("{what} {f} removed")));
     if why.is_empty() && old != new {
         why.push(format!("{what} order changed"));
@@ -187,7 +205,11 @@ mod tests {
     #[test]
     fn patch_changes_name_the_patch() {
         let old = [patch("0001-a", "aaaa"), patch("0002-b", "bbbb")];
-        let new = [patch("0001-a", "aaaa"), patch("0002-b", "cccc"), patch("0003-c", "dddd")];
+        let new = [
+            patch("0001-a", "aaaa"),
+            patch("0002-b", "cccc"),
+            patch("0003-c", "dddd"),
+        ];
         assert_eq!(
             patch_changes(&old, &new),
             ["patch 0002-b changed (bbbb -> cccc)", "patch 0003-c added"]
@@ -206,6 +228,9 @@ mod tests {
             ["cmake flag -DB=2 added", "cmake flag -DB=1 removed"]
         );
         let t = |v: &str| BTreeMap::from([("tool gcc".to_string(), v.to_string())]);
-        assert_eq!(map_changes(&t("12.2"), &t("12.3")), ["tool gcc: 12.2 -> 12.3"]);
+        assert_eq!(
+            map_changes(&t("12.2"), &t("12.3")),
+            ["tool gcc: 12.2 -> 12.3"]
+        );
     }
 }

@@ -31,8 +31,7 @@ impl WorkTree {
     fn fresh(work: &Path) -> Result<WorkTree> {
         if work.exists() {
             let trash = work.with_extension(format!("stale-{}", std::process::id()));
-            fs::rename(work, &trash)
-                .with_context(|| format!("moving aside {}", work.display()))?;
+            fs::rename(work, &trash).with_context(|| format!("moving aside {}", work.display()))?;
             store::remove_any(&trash)?;
         }
         let result = work.join("result");
@@ -43,7 +42,13 @@ impl WorkTree {
             out: result.join("out"),
             result,
         };
-        for d in [&t.src, &t.bld, &t.out, &work.join("home"), &work.join("tmp")] {
+        for d in [
+            &t.src,
+            &t.bld,
+            &t.out,
+            &work.join("home"),
+            &work.join("tmp"),
+        ] {
             fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         Ok(t)
@@ -98,7 +103,14 @@ pub(super) fn run(
         }
     )?;
     let sb = Sandbox::new(plan.net, env.clone());
-    configure(&sb, plan, &tree, ccache.as_ref().map(|(e, _)| e.as_path()), &mut log, reporter)?;
+    configure(
+        &sb,
+        plan,
+        &tree,
+        ccache.as_ref().map(|(e, _)| e.as_path()),
+        &mut log,
+        reporter,
+    )?;
     phases.done("configure");
     compile(&sb, plan, opts, &tree, &mut log, reporter)?;
     phases.done("build");
@@ -200,7 +212,15 @@ fn compile(
         args.push(format!("-j{j}"));
     }
     let task = reporter.task(&format!("build {}", plan.name), Some(1), Unit::Steps);
-    run_logged(sb, "ninja", &args, &tree.root, log, Some(task.as_ref()), "ninja")?;
+    run_logged(
+        sb,
+        "ninja",
+        &args,
+        &tree.root,
+        log,
+        Some(task.as_ref()),
+        "ninja",
+    )?;
     task.finish();
     Ok(())
 }
@@ -220,7 +240,15 @@ fn install(
     env.push(("DESTDIR".into(), tree.out.display().to_string()));
     let sb = Sandbox::new(plan.net, env);
     let args = ["--install".into(), tree.bld.display().to_string()];
-    run_logged(&sb, "cmake", &args, &tree.root, log, None, "cmake --install")?;
+    run_logged(
+        &sb,
+        "cmake",
+        &args,
+        &tree.root,
+        log,
+        None,
+        "cmake --install",
+    )?;
     store::remove_any(&tree.src)?;
     store::remove_any(&tree.bld)
 }

@@ -161,5 +161,4 @@ mod tests {
             .collect();
         assert_eq!(left, ["sql/libsql.a", "sql/mariadbd", "sql/notes.o.txt"]);
     }
-
 }

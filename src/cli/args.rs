@@ -285,4 +285,3 @@ pub fn parse_compression(s: &str) -> Result<layer::compress::Compression, String
 pub fn parse_format(s: &str) -> Result<sink::archive::ArchiveFormat, String> {
     s.parse()
 }
-

@@ -7,10 +7,10 @@ mod bars;
 pub mod inspect;
 pub mod render;
 
-pub use args::Cli;
-use args::*;
 use crate::{assemble, build, fetch, fsutil, http, lock, model, oci, progress, sink, spec, store};
 use anyhow::{Context, Result};
+pub use args::Cli;
+use args::*;
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -56,7 +56,10 @@ fn cmd_assemble(g: &Global, a: AssembleArgs) -> Result<()> {
     }
     // The image just written, sent on to each sink asked for.
     let mut v = serde_json::to_value(&report)?;
-    let mut lines = vec![format!("assembled {} ({})", report.image, report.manifest_digest)];
+    let mut lines = vec![format!(
+        "assembled {} ({})",
+        report.image, report.manifest_digest
+    )];
     if let Some(r) = &a.push {
         let image = oci::Layout::open(&opts.out)?.image(Some(&report.tag))?;
         let pushed = push(&store, &image, r, &[], 4, &a.registry, g.json)?;
@@ -106,8 +109,7 @@ fn cmd_export(g: &Global, e: ExportArgs) -> Result<()> {
     let reporter = reporter(g.json);
     let report = if e.output == Path::new("-") {
         let stdout = std::io::stdout().lock();
-        let mut sink =
-            sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(stdout));
+        let mut sink = sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(stdout));
         let r = sink.send(&image, reporter.as_ref())?;
         sink.into_inner().flush()?;
         r
@@ -119,8 +121,7 @@ fn cmd_export(g: &Global, e: ExportArgs) -> Result<()> {
             .unwrap_or(Path::new("."));
         let tmp = fsutil::temp_in(dir)?;
         let file = tmp.reopen()?;
-        let mut sink =
-            sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(file));
+        let mut sink = sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(file));
         let r = sink.send(&image, reporter.as_ref())?;
         sink.into_inner().into_inner().map_err(|e| e.into_error())?;
         fsutil::commit(tmp, &e.output)
@@ -157,7 +158,15 @@ fn cmd_load(g: &Global, l: LoadArgs) -> Result<()> {
 fn cmd_push(g: &Global, p: PushArgs) -> Result<()> {
     let image = oci::Layout::open(&p.layout)?.image(p.image.as_deref())?;
     let store = store::Store::open(g.store.as_deref())?;
-    let report = push(&store, &image, &p.reference, &p.tags, p.jobs, &p.registry, g.json)?;
+    let report = push(
+        &store,
+        &image,
+        &p.reference,
+        &p.tags,
+        p.jobs,
+        &p.registry,
+        g.json,
+    )?;
     output(g.json, &report, || println!("{}", report.reference))
 }
 
@@ -350,7 +359,10 @@ fn push(
         model::reference::Reference::parse(&format!("{}:{t}", reference.name()))?;
     }
     let mut retry = http::RetryPolicy::default();
-    if let Some(ms) = std::env::var("MPSI_PUSH_BACKOFF_MS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(ms) = std::env::var("MPSI_PUSH_BACKOFF_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         retry.base = std::time::Duration::from_millis(ms);
     }
     let mut sink = sink::registry::RegistrySink {
@@ -381,16 +393,29 @@ fn push(
 /// variables, then the containers and Docker config files.
 fn credential_sources(creds: Option<&str>) -> Result<sink::registry::creds::Sources> {
     use sink::registry::creds::{Credential, Sources};
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let explicit = match (creds, std::env::var("MPSI_REGISTRY_USER"), std::env::var("MPSI_REGISTRY_PASSWORD")) {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let explicit = match (
+        creds,
+        std::env::var("MPSI_REGISTRY_USER"),
+        std::env::var("MPSI_REGISTRY_PASSWORD"),
+    ) {
         (Some(c), _, _) => Some(Credential::from_user_pass(c).context("--creds")?),
-        (None, Ok(u), Ok(p)) if !u.is_empty() => Some(Credential::from_user_pass(&format!("{u}:{p}"))?),
+        (None, Ok(u), Ok(p)) if !u.is_empty() => {
+            Some(Credential::from_user_pass(&format!("{u}:{p}"))?)
+        }
         _ => None,
     };
     let home = env("HOME");
     let mut auth_files: Vec<PathBuf> = env("REGISTRY_AUTH_FILE").into_iter().collect();
     auth_files.extend(env("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
-    auth_files.extend(home.as_ref().map(|h| h.join(".config/containers/auth.json")));
+    auth_files.extend(
+        home.as_ref()
+            .map(|h| h.join(".config/containers/auth.json")),
+    );
     let docker_config = env("DOCKER_CONFIG")
         .or_else(|| home.map(|h| h.join(".docker")))
         .map(|d| d.join("config.json"));

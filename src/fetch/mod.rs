@@ -11,8 +11,8 @@
 //! and truncated bodies, and resume an interrupted download with an HTTP
 //! Range request from the partial file kept in `inputs-v1/partial/`.
 
-use crate::progress::{Reporter, Task, Unit};
 use crate::lock::{Input, LockFile};
+use crate::progress::{Reporter, Task, Unit};
 use crate::store::{IntegrityError, Store};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -144,7 +144,11 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
     /// Copies a local file into the store, hashing on the way.
     pub fn import_file(&self, input: &Input, path: &Path) -> Result<PathBuf> {
         let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let bar = self.reporter.task(&format!("import {}", input.file), Some(input.size), Unit::Bytes);
+        let bar = self.reporter.task(
+            &format!("import {}", input.file),
+            Some(input.size),
+            Unit::Bytes,
+        );
         let mut w = self.store.input_writer(input)?;
         copy_with(&mut f, &mut w, &|n| bar.advance(n))
             .with_context(|| format!("copying {} into the store", path.display()))?;
@@ -205,7 +209,11 @@ run `mpsi fetch` where the network is reachable, or pass --inputs BUNDLE"
         url: &str,
     ) -> Result<()> {
         let partial = self.store.partial_path(input)?;
-        let bar = self.reporter.task(&format!("fetch {}", input.file), Some(input.size), Unit::Bytes);
+        let bar = self.reporter.task(
+            &format!("fetch {}", input.file),
+            Some(input.size),
+            Unit::Bytes,
+        );
         let mut last_err = None;
         for attempt in 0..self.attempts.max(1) {
             if attempt > 0 {
@@ -576,4 +584,3 @@ fn resume_or_restart(
         _ => Err(Attempt::Fatal(anyhow::anyhow!("HTTP {status}"))),
     }
 }
-

@@ -25,8 +25,8 @@
 // matter and boxing would only hide the fields from callers that match.
 #![allow(clippy::result_large_err)]
 
-use crate::model::digest::HashingReader;
 use crate::fsutil;
+use crate::model::digest::HashingReader;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -485,7 +485,10 @@ the source and build directories, and CMAKE_C_FLAGS/CMAKE_CXX_FLAGS, which carry
         let rt = &self.runtime;
         for x in &rt.excludes {
             if x.reason.trim().is_empty() {
-                return Err(format!("runtime exclude {:?}: give the reason it is left out", x.name));
+                return Err(format!(
+                    "runtime exclude {:?}: give the reason it is left out",
+                    x.name
+                ));
             }
         }
         let mut files = std::collections::BTreeSet::new();
@@ -497,9 +500,15 @@ the source and build directories, and CMAKE_C_FLAGS/CMAKE_CXX_FLAGS, which carry
             let bad = if !names.insert(&p.name) {
                 Some("is pinned twice".to_string())
             } else if !files.insert(&p.file) || p.file.contains('/') || !p.file.ends_with(".deb") {
-                Some(format!("file {:?} must be a unique plain .deb file name", p.file))
+                Some(format!(
+                    "file {:?} must be a unique plain .deb file name",
+                    p.file
+                ))
             } else if !is_hex64(&p.sha256) {
-                Some(format!("sha256 {:?} is not 64 lowercase hex digits", p.sha256))
+                Some(format!(
+                    "sha256 {:?} is not 64 lowercase hex digits",
+                    p.sha256
+                ))
             } else if !(p.url.starts_with("https://") || p.url.starts_with("http://")) {
                 Some(format!("url {:?} is not http:// or https://", p.url))
             } else {

@@ -10,15 +10,15 @@
 //! Write order makes interruption safe: blobs first (each atomically), the
 //! index last (atomically), so an index never names a missing blob.
 
+use crate::fsutil;
 use crate::model::digest::{hex_of, sha256_digest};
 use crate::model::{Image, Layer};
-use serde_json::Value;
-use crate::fsutil;
 use anyhow::{Context, Result, bail};
 use oci_spec::image::{
     Descriptor, DescriptorBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
 };
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -202,7 +202,11 @@ impl Layout {
             serde_json::from_slice(&config_bytes).context("parsing the image config")?;
         let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if diff_ids.len() != manifest.layers().len() {
             bail!(
@@ -245,7 +249,11 @@ impl Layout {
         };
         let tags = || -> String {
             let t: Vec<String> = index.manifests().iter().filter_map(tag_of).collect();
-            if t.is_empty() { "none".into() } else { t.join(", ") }
+            if t.is_empty() {
+                "none".into()
+            } else {
+                t.join(", ")
+            }
         };
         let found: Vec<&Descriptor> = index
             .manifests()
@@ -291,5 +299,4 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
     }
-
 }

@@ -193,7 +193,14 @@ fn blob_entries(img: &Image, docker_only: bool) -> Result<Vec<(String, Blob<'_>)
     blobs.push((blob_name(&img.config_digest())?, config));
     for l in &img.layers {
         let (name, plain) = layer_blob(l, docker_only)?;
-        blobs.push((name, if plain { Blob::Plain(l) } else { Blob::Layer(l) }));
+        blobs.push((
+            name,
+            if plain {
+                Blob::Plain(l)
+            } else {
+                Blob::Layer(l)
+            },
+        ));
     }
     blobs.sort_by(|a, b| a.0.cmp(&b.0));
     blobs.dedup_by(|a, b| a.0 == b.0);

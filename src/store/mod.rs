@@ -27,10 +27,10 @@
 //! Location: `--store`, else `$MPSI_STORE`, else `$XDG_CACHE_HOME/mpsi`,
 //! else `~/.cache/mpsi`.
 
-use crate::model::digest::{HashingWriter, hex_of};
 use crate::fsutil;
-use crate::model::LayerBlob;
 use crate::lock::{self, Input};
+use crate::model::LayerBlob;
+use crate::model::digest::{HashingWriter, hex_of};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

@@ -464,9 +464,7 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
                 } else {
                     same_page
                 };
-                let store_ok = faults.ignore_identity
-                    || faults.foreign_database_pages
-                    || *d == db;
+                let store_ok = faults.ignore_identity || faults.foreign_database_pages || *d == db;
                 if page_ok && store_ok {
                     for (l, i) in versions {
                         if !faults.foreign_database_pages || foreign(i) {

@@ -300,7 +300,10 @@ mod tests {
             user(from_file(&doc, "docker.io", "library/x").unwrap()),
             "id:"
         );
-        assert_eq!(user(from_file(&doc, "bearer.io", "x").unwrap()), "registry-token");
+        assert_eq!(
+            user(from_file(&doc, "bearer.io", "x").unwrap()),
+            "registry-token"
+        );
         assert!(from_file(&doc, "else.io", "x").unwrap().is_none());
     }
 
