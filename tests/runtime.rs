@@ -225,21 +225,7 @@ fn packages_become_a_merged_usr_layer_with_a_dpkg_database() {
         "a\t1.0-1\nb:amd64\t1.0-1\nc\t1.0-1\n"
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
-    let out = run_ok(
-        Command::new(require_tool("dpkg"))
-            .arg(format!("--root={}", root.display()))
-            .arg("--verify"),
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "",
-        "dpkg --verify found problems"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "",
-        "dpkg --verify warned"
-    );
+    assert_dpkg_verify_clean(&root);
 
     // An edited file is what dpkg --verify reports: the check is real.
     fs::write(root.join("usr/lib/b/lib.txt"), "changed\n").unwrap();
@@ -284,21 +270,7 @@ fn excluded_paths_leave_the_layer_and_the_dpkg_database() {
         !list.contains("README") && list.contains("/usr/share/doc/a/copyright"),
         "{list}"
     );
-    let out = run_ok(
-        Command::new("dpkg")
-            .arg(format!("--root={}", root.display()))
-            .arg("--verify"),
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "",
-        "dpkg --verify found problems"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "",
-        "dpkg --verify warned"
-    );
+    assert_dpkg_verify_clean(&root);
 }
 
 #[test]
@@ -543,21 +515,7 @@ fn pinned_debian_packages_verify_with_dpkg_and_travel_in_a_bundle() {
     listed.sort();
     assert_eq!(listed, pinned(&lock));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
-    let out = run_ok(
-        Command::new(require_tool("dpkg"))
-            .arg(format!("--root={}", root.display()))
-            .arg("--verify"),
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "",
-        "dpkg --verify found problems"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "",
-        "dpkg --verify warned"
-    );
+    assert_dpkg_verify_clean(&root);
 
     // The packages go into a bundle, and an offline assemble from it in a
     // fresh store gives the same image.
@@ -635,4 +593,23 @@ fn the_runtime_layer_starts_a_shell_in_docker() {
     // The spec's /usr/bin/awk link, which mawk's maintainer script would make.
     assert_eq!(lines[4], "b", "{text}");
     let _ = docker().args(["rmi", "mpsi-test/runtime:v1"]).output();
+}
+
+/// `dpkg --root=ROOT --verify` reports nothing, on stdout or stderr.
+fn assert_dpkg_verify_clean(root: &Path) {
+    let out = run_ok(
+        Command::new(require_tool("dpkg"))
+            .arg(format!("--root={}", root.display()))
+            .arg("--verify"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "dpkg --verify found problems"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "dpkg --verify warned"
+    );
 }
