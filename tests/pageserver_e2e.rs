@@ -31,7 +31,7 @@ struct Mariadb {
     install_db: Option<(PathBuf, PathBuf)>,
 }
 
-fn mariadb() -> Option<Mariadb> {
+fn mariadb() -> Mariadb {
     let dir = match std::env::var("MPSI_TEST_MARIADB") {
         Ok(d) if !d.is_empty() => PathBuf::from(d),
         _ => panic!(
@@ -52,12 +52,12 @@ fn mariadb() -> Option<Mariadb> {
         .unwrap_or_else(|| panic!("no english/errmsg.sys under {}", dir.display()));
     let install_db = Some((dir.join("usr/bin/mariadb-install-db"), dir.join("usr")))
         .filter(|(script, _)| script.is_file());
-    Some(Mariadb {
+    Mariadb {
         mariadbd,
         client,
         messages,
         install_db,
-    })
+    }
 }
 
 struct Server<'a> {
@@ -290,7 +290,7 @@ const SCAN: &str = "SELECT COUNT(*), SUM(CRC32(v)) FROM t.a";
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn read_path_serves_verified_pages_and_falls_back_safely() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let mut ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -406,7 +406,7 @@ fn log_file_bytes(datadir: &Path, from: u64, to: u64) -> Vec<u8> {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn redo_reaches_the_safekeeper_gap_free_even_across_an_outage() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -458,7 +458,7 @@ fn redo_reaches_the_safekeeper_gap_free_even_across_an_outage() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn kill_9_with_the_feature_on_loses_no_committed_row() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -491,7 +491,7 @@ fn kill_9_with_the_feature_on_loses_no_committed_row() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn pages_of_a_previous_database_on_the_same_peer_are_never_accepted() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -639,7 +639,7 @@ fn wait_caught_up(s: &Server, sk: &Peer, what: &str) {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn redo_resumes_at_the_safekeepers_end_after_a_restart_or_a_rejection() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -689,7 +689,7 @@ fn redo_resumes_at_the_safekeepers_end_after_a_restart_or_a_rejection() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn a_safekeeper_with_another_history_stops_the_stream() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -730,7 +730,7 @@ fn a_safekeeper_with_another_history_stops_the_stream() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn a_forced_redo_gap_is_reported_and_the_rest_is_exact() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -802,7 +802,7 @@ fn start_must_fail(m: &Mariadb, datadir: &Path, args: &[String]) -> std::process
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn an_impossible_buffer_size_fails_startup_cleanly() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let datadir = tmp.path().join("data");
@@ -830,7 +830,7 @@ fn an_impossible_buffer_size_fails_startup_cleanly() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn shutdown_is_bounded_even_when_both_peers_hang() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -859,7 +859,7 @@ fn shutdown_is_bounded_even_when_both_peers_hang() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn commits_do_not_each_wait_for_a_safekeeper_that_is_down() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -905,7 +905,7 @@ fn rand_id() -> u32 {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn a_slow_page_server_does_not_stall_foreground_reads() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
@@ -966,7 +966,7 @@ fn a_slow_page_server_does_not_stall_foreground_reads() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn bad_addresses_and_keys_are_refused_and_compressed_pages_not_pushed() {
-    let Some(m) = mariadb() else { return };
+    let m = mariadb();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let datadir = tmp.path().join("data");
