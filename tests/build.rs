@@ -207,6 +207,55 @@ impl Project {
     }
 }
 
+/// `mpsi lock --runtime` roots the packages shipping the libraries the
+/// built programs need, read from the build in the store.
+#[test]
+fn lock_runtime_adds_the_packages_of_the_builds_libraries() {
+    require_apt_lists();
+    let p = project(&[], &[]);
+    let mut lock: toml::Table = toml::from_str(&fs::read_to_string(&p.lock).unwrap()).unwrap();
+    lock.insert(
+        "runtime".into(),
+        toml::from_str("roots = [\"base-files\", \"mawk\"]\nlibraries_of = [\"hello\"]").unwrap(),
+    );
+    fs::write(&p.lock, toml::to_string(&lock).unwrap()).unwrap();
+    let lock_runtime = |store: &Path| {
+        let mut c = mpsi(store);
+        c.args(["lock", "--runtime", "--json", "--lock"])
+            .arg(&p.lock);
+        c
+    };
+    // Before the build is in the store, it says what to run.
+    let (_, err) = run_fail(&mut lock_runtime(&p.store));
+    assert!(
+        err.contains("build \"hello\"") && err.contains("mpsi assemble"),
+        "{err}"
+    );
+
+    p.fetch_from_files(&p.store);
+    run_ok(&mut p.assemble(&p.store));
+    let out = json(&run_ok(&mut lock_runtime(&p.store)));
+    assert_eq!(out["runtime"]["changed"], true);
+    let lock: toml::Table = toml::from_str(&fs::read_to_string(&p.lock).unwrap()).unwrap();
+    // hello is a C program: it needs the C library, shipped by libc6.
+    let libraries = lock["runtime"]["libraries"].as_table().unwrap();
+    assert_eq!(
+        libraries.get("libc.so.6").and_then(|v| v.as_str()),
+        Some("libc6")
+    );
+    assert_eq!(libraries.len(), 1, "{libraries:?}");
+    let pinned: Vec<&str> = lock["runtime"]["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        pinned.contains(&"libc6") && pinned.contains(&"base-files"),
+        "{pinned:?}"
+    );
+}
+
 #[test]
 fn build_from_http_then_cache_hit_then_offline_from_a_bundle() {
     let mut p = project(&[], &[]);

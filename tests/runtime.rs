@@ -346,6 +346,9 @@ fn real_runtime(dir: &Path) -> (PathBuf, PathBuf) {
         toml::from_str(&fs::read_to_string(repo.join("mpsi.lock")).unwrap()).unwrap();
     lock.remove("input");
     lock.remove("build");
+    // Its library roots come from the MariaDB build, which is not here.
+    let rt = lock["runtime"].as_table_mut().unwrap();
+    rt.remove("libraries_of");
     let lock_path = dir.join("mpsi.lock");
     fs::write(&lock_path, toml::to_string(&lock).unwrap()).unwrap();
     let real: toml::Table =
@@ -386,18 +389,6 @@ fn pinned(lock: &Path) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// apt's package lists, which `mpsi lock --runtime` reads.
-fn require_apt_lists() {
-    let out = Command::new(require_tool("apt-cache"))
-        .args(["show", "--no-all-versions", "bash"])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("\nFilename: "),
-        "apt has no package lists: run `apt-get update` (as .ci/test does) before this test"
-    );
 }
 
 #[test]

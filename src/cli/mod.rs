@@ -180,7 +180,8 @@ fn cmd_lock(g: &Global, l: LockArgs) -> Result<()> {
     let mut lf = lock::LockFile::load(&l.lock.lock)?;
     let r = lock::refresh(&mut lf, l.from.as_deref(), &l.repin)?;
     let rt = if l.runtime {
-        Some(lock::runtime::refresh(&mut lf)?)
+        let outputs = library_outputs(g, &lf)?;
+        Some(lock::runtime::refresh(&mut lf, &outputs)?)
     } else {
         None
     };
@@ -460,6 +461,38 @@ fn ccache_dir(store: &store::Store) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ccache")))
         .unwrap_or_else(|| store.root().join("ccache"))
+}
+
+/// The installed trees, in the store, of the builds `[runtime]
+/// libraries_of` names: `mpsi lock --runtime` reads which libraries their
+/// programs need.
+fn library_outputs(g: &Global, lf: &lock::LockFile) -> Result<Vec<(String, PathBuf)>> {
+    let names = &lf.lock.runtime.libraries_of;
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let store = store::Store::open(g.store.as_deref())?;
+    let opts = build::Options {
+        source_date_epoch: source_date_epoch_env()?.unwrap_or(lf.lock.source_date_epoch),
+        allow_network: false,
+        ccache_dir: None,
+        jobs: None,
+    };
+    names
+        .iter()
+        .map(|name| {
+            let plan = build::plan(lf, name, &opts)?;
+            let dir = store.build(&plan.key).with_context(|| {
+                format!(
+                    "build {name:?} (key {}) is not in the store, and `mpsi lock --runtime` reads the \
+libraries its programs need from its output: run `mpsi assemble` first (it builds {name:?}), then \
+`mpsi lock --runtime` again",
+                    &plan.key[..16]
+                )
+            })?;
+            Ok((name.clone(), dir.join("out")))
+        })
+        .collect()
 }
 
 /// SOURCE_DATE_EPOCH from the environment (empty counts as unset).

@@ -14,6 +14,7 @@
 //! needs when the loader does not need that name itself, and
 //! `LD_LIBRARY_PATH`.
 
+pub mod needed;
 pub mod read;
 pub mod search;
 pub mod view;

@@ -177,9 +177,18 @@ pub struct Runtime {
     /// Packages the closure starts from (it follows Pre-Depends and Depends).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roots: Vec<String>,
+    /// Builds of this lock whose programs decide more roots: the packages
+    /// shipping every shared library they need (their `DT_NEEDED`), read
+    /// from the builds' outputs in the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub libraries_of: Vec<String>,
     /// Packages the closure leaves out, each with the reason.
     #[serde(default, rename = "exclude", skip_serializing_if = "Vec::is_empty")]
     pub excludes: Vec<Exclusion>,
+    /// Computed with `libraries_of`: each needed soname and the package that
+    /// ships it, a root of the closure.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub libraries: BTreeMap<String, String>,
     /// The pinned closure, sorted by name.
     #[serde(default, rename = "package", skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<RuntimePackage>,
@@ -483,6 +492,15 @@ the source and build directories, and CMAKE_C_FLAGS/CMAKE_CXX_FLAGS, which carry
 
     fn validate_runtime(&self) -> Result<(), String> {
         let rt = &self.runtime;
+        if let Some(b) = rt
+            .libraries_of
+            .iter()
+            .find(|b| !self.build.contains_key(*b))
+        {
+            return Err(format!(
+                "runtime libraries_of names {b:?}, which is no [build.NAME] of this lock"
+            ));
+        }
         for x in &rt.excludes {
             if x.reason.trim().is_empty() {
                 return Err(format!(

@@ -9,6 +9,7 @@ use crate::deb::control::{self, Paragraph};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::process::Command;
 
 #[derive(Debug, Serialize)]
@@ -20,19 +21,26 @@ pub struct RuntimeReport {
     pub removed: Vec<String>,
 }
 
-/// Recomputes `[[runtime.package]]` from the roots; writes the lock if the
-/// set changed.
-pub fn refresh(lf: &mut LockFile) -> Result<RuntimeReport> {
-    let rt = &lf.lock.runtime;
-    if rt.roots.is_empty() {
+/// Recomputes `[[runtime.package]]` from the roots and, for each build of
+/// `libraries_of`, the packages shipping the libraries its programs need
+/// (`outputs`: each such build's installed tree); writes the lock if
+/// anything changed.
+pub fn refresh(lf: &mut LockFile, outputs: &[(String, PathBuf)]) -> Result<RuntimeReport> {
+    if lf.lock.runtime.roots.is_empty() {
         return Err(LockError::Invalid {
             file: lf.path.clone(),
             message: "`mpsi lock --runtime` needs `roots = [...]` under [runtime]".into(),
         }
         .into());
     }
+    let libraries = library_packages(outputs)?;
+    let libraries_changed = lf.lock.runtime.libraries != libraries;
+    lf.lock.runtime.libraries = libraries;
+    let rt = &lf.lock.runtime;
     let excluded: BTreeSet<&str> = rt.excludes.iter().map(|x| x.name.as_str()).collect();
-    let records = closure(&rt.roots, &excluded)?;
+    let mut roots = rt.roots.clone();
+    roots.extend(rt.libraries.values().cloned());
+    let records = closure(&roots, &excluded)?;
     let uris = download_uris(&records)?;
     let mut packages = Vec::new();
     for (name, rec) in &records {
@@ -64,7 +72,7 @@ pub fn refresh(lf: &mut LockFile) -> Result<RuntimeReport> {
     let label = |p: &RuntimePackage| format!("{} {} {}", p.name, p.version, p.architecture);
     let old: BTreeSet<String> = lf.lock.runtime.packages.iter().map(label).collect();
     let new: BTreeSet<String> = packages.iter().map(label).collect();
-    let changed = lf.lock.runtime.packages != packages;
+    let changed = lf.lock.runtime.packages != packages || libraries_changed;
     let report = RuntimeReport {
         lock: lf.path.clone(),
         changed,
@@ -77,6 +85,79 @@ pub fn refresh(lf: &mut LockFile) -> Result<RuntimeReport> {
         lf.save()?;
     }
     Ok(report)
+}
+
+/// Each shared library the programs of `outputs` need from outside their
+/// own tree, with the installed package that ships it. The build linked
+/// against these very files, so the build host's dpkg database knows them.
+fn library_packages(outputs: &[(String, PathBuf)]) -> Result<BTreeMap<String, String>> {
+    let arch = host_dpkg_architecture()?;
+    let mut packages = BTreeMap::new();
+    for (build, out) in outputs {
+        for (soname, users) in crate::elf::needed::external_needs(out)
+            .with_context(|| format!("reading the programs of build {build:?}"))?
+        {
+            let pkg = package_shipping(&soname, &arch).with_context(|| {
+                format!(
+                    "{soname}, needed by {} of build {build:?}",
+                    users.join(", ")
+                )
+            })?;
+            packages.insert(soname, pkg);
+        }
+    }
+    Ok(packages)
+}
+
+fn host_dpkg_architecture() -> Result<String> {
+    let out = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .context("running dpkg --print-architecture (mpsi lock --runtime needs a Debian host)")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The one installed package of `arch` (or `all`) that ships `soname` in a
+/// directory the loader searches by default.
+fn package_shipping(soname: &str, arch: &str) -> Result<String> {
+    let out = Command::new("dpkg-query")
+        .arg("-S")
+        .arg(format!("*/{soname}"))
+        .output()
+        .context("running dpkg-query -S")?;
+    let mut found = BTreeSet::new();
+    // Lines: `pkg[:arch][, pkg2...]: /path`; diversions read otherwise.
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((pkgs, path)) = line.rsplit_once(": ") else {
+            continue;
+        };
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let default_dir = ["/lib", "/usr/lib", "/lib64", "/usr/lib64"].contains(&dir)
+            || (dir.starts_with("/lib/") || dir.starts_with("/usr/lib/"))
+                && dir.ends_with("-linux-gnu")
+                && dir.matches('/').count() == dir.starts_with("/usr/") as usize + 2;
+        if !default_dir || !path.ends_with(&format!("/{soname}")) {
+            continue;
+        }
+        for p in pkgs.split(", ") {
+            match p.split_once(':') {
+                Some((name, a)) if a == arch || a == "all" => found.insert(name.to_string()),
+                None => found.insert(p.to_string()),
+                _ => false,
+            };
+        }
+    }
+    match found.len() {
+        1 => Ok(found.into_iter().next().unwrap_or_default()),
+        0 => bail!(
+            "no installed {arch} package ships it in the loader's directories; install the package \
+that provides it (the build linked against it), then run `mpsi lock --runtime` again"
+        ),
+        _ => bail!(
+            "several installed packages ship it ({}); remove all but one",
+            found.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 /// apt's candidate record of every package in the closure, by name. A

@@ -2,6 +2,8 @@
 //! over it, and the mpsi binary run with its own store.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -470,4 +472,16 @@ pub fn export_into_docker(store: &Path, layout: &Path, host: &str) -> Output {
         String::from_utf8_lossy(&load.stderr)
     );
     load
+}
+
+/// apt's package lists, which `mpsi lock --runtime` reads.
+pub fn require_apt_lists() {
+    let out = Command::new(require_tool("apt-cache"))
+        .args(["show", "--no-all-versions", "bash"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\nFilename: "),
+        "apt has no package lists: run `apt-get update` (as .ci/test does) before this test"
+    );
 }
