@@ -537,7 +537,7 @@ fn pages_of_a_previous_database_on_the_same_peer_are_never_accepted() {
     // A peer that mixes both databases: only our own images may be used.
     let served = s.counter("Page_server_pages_served");
     assert_eq!(s.sql(SCAN), expected_scan(false), "an old page was used");
-    assert_eq!(s.sql("CHECK TABLE t.a").split('\t').last(), Some("OK"));
+    assert_eq!(s.sql("CHECK TABLE t.a").split('\t').next_back(), Some("OK"));
     eprintln!(
         "mixed peer: {} pages served and accepted, {} stale",
         s.counter("Page_server_pages_served") - served,
@@ -558,7 +558,7 @@ fn pages_of_a_previous_database_on_the_same_peer_are_never_accepted() {
         accepted, 0,
         "{offered} old images offered, {accepted} accepted"
     );
-    assert_eq!(s.sql("CHECK TABLE t.a").split('\t').last(), Some("OK"));
+    assert_eq!(s.sql("CHECK TABLE t.a").split('\t').next_back(), Some("OK"));
 
     // The identity extension: each datadir has its own id, sent with every
     // request; a peer that labels an image with another id is refused.

@@ -97,7 +97,7 @@ fn assemble_options(a: &AssembleArgs, store: &store::Store) -> Result<assemble::
         build: build::Options {
             source_date_epoch: 0, // set from the assemble's one clock
             allow_network: a.allow_network,
-            ccache_dir: (!a.no_ccache).then(|| ccache_dir(&store)),
+            ccache_dir: (!a.no_ccache).then(|| ccache_dir(store)),
             jobs: a.build_jobs.or(a.jobs),
         },
     })
