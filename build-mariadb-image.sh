@@ -8,13 +8,17 @@
 #
 #   ./build-mariadb-image.sh
 #   IMAGE_NAME=my-mariadb IMAGE_TAG=v1.0 ./build-mariadb-image.sh
+#   MPSI_DRY_RUN=1 ./build-mariadb-image.sh   # fetch, then say what assemble would do
 set -euo pipefail
 cd "$(dirname "$0")"
 name="${IMAGE_NAME:-mariadb-pageserver}"
 tag="${IMAGE_TAG:-latest}"
-mpsi=./target/release/mpsi
+mpsi="${CARGO_TARGET_DIR:-target}/release/mpsi"
 [ -x "$mpsi" ] || cargo build --release --locked
 "$mpsi" fetch
+if [ "${MPSI_DRY_RUN:-}" = 1 ]; then
+  exec "$mpsi" assemble layers/mariadb-pageserver.toml -o out/oci --tag "$tag" --name "$name" --dry-run
+fi
 "$mpsi" assemble layers/mariadb-pageserver.toml -o out/oci --tag "$tag" --name "$name"
 if "$mpsi" load -l out/oci --tag "$tag"; then
   exit 0
