@@ -11,7 +11,9 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+pub mod accounts;
 mod packages;
+pub mod permissions;
 
 /// Identity of a file on disk at the time it was listed. Used to detect
 /// hard links and, as in git's index, to tell that a file is unchanged
@@ -73,6 +75,8 @@ enum Origin {
         what: String,
         at: Loc,
     },
+    /// The files of a `[layer.accounts]`.
+    Accounts(Loc),
     /// A parent directory nobody declared.
     Implied,
 }
@@ -80,14 +84,17 @@ enum Origin {
 impl Origin {
     fn describe(&self) -> String {
         match self {
-            Origin::Declared(l) | Origin::Tree(l) => l.to_string(),
+            Origin::Declared(l) | Origin::Tree(l) | Origin::Accounts(l) => l.to_string(),
             Origin::Packages { what, at } => format!("{what} ({at})"),
             Origin::Implied => "an implied parent directory".into(),
         }
     }
     fn loc(&self) -> Option<&Loc> {
         match self {
-            Origin::Declared(l) | Origin::Tree(l) | Origin::Packages { at: l, .. } => Some(l),
+            Origin::Declared(l)
+            | Origin::Tree(l)
+            | Origin::Accounts(l)
+            | Origin::Packages { at: l, .. } => Some(l),
             Origin::Implied => None,
         }
     }
@@ -107,11 +114,13 @@ impl Entry {
 /// Lists a layer's entries, sorted, with parents and hard links resolved.
 /// `builds` maps each build name a `from_build` tree may name to its
 /// installed tree in the store; `packages` are the `.deb` files of the
-/// lock's runtime packages in the store, for a `[[layer.packages]]` source.
+/// lock's runtime packages in the store, for a `[[layer.packages]]` source;
+/// `epoch` is the image's SOURCE_DATE_EPOCH (dating /etc/shadow).
 pub fn collect(
     layer: &LayerSpec,
     builds: &std::collections::BTreeMap<String, PathBuf>,
     packages: &[PathBuf],
+    epoch: u64,
 ) -> Result<Vec<Entry>> {
     let mut tree = Tree::default();
     for source in &layer.sources {
@@ -125,6 +134,17 @@ pub fn collect(
                 let wanted = |p: &str| !exclude.is_match(p) || keep.is_match(p);
                 packages::insert(&mut tree, packages, &wanted, at)
                     .with_context(|| format!("the {from_lock:?} packages of the lock"))?
+            }
+            Source::Accounts { accounts: a, at } => {
+                for f in accounts::files(a, epoch) {
+                    tree.insert(Entry {
+                        path: f.path.to_string(),
+                        content: Content::Inline(f.data),
+                        mode: f.mode,
+                        owner: f.owner,
+                        origin: Origin::Accounts(at.clone()),
+                    })?;
+                }
             }
             Source::Tree { .. } => add_tree(&mut tree, source, builds)?,
             Source::File { .. } => add_file(&mut tree, source)?,
@@ -161,6 +181,89 @@ pub fn collect(
         }
     }
     tree.finish()
+}
+
+/// Checks the whole image (its layers' entries, in order) against its
+/// declared accounts: only the accounts source writes the account files
+/// (a package or tree shipping /etc/passwd would otherwise shadow or be
+/// shadowed silently), and every owner in the image is a declared account
+/// of the same name, so `ls -l` and tar agree with /etc/passwd.
+pub fn check_accounts(
+    accounts: Option<&crate::spec::Accounts>,
+    layers: &[(&str, &[Entry])],
+) -> Result<()> {
+    let Some(a) = accounts else {
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    for (layer, entries) in layers {
+        for e in entries.iter() {
+            let here = || format!("/{} (layer {layer:?}, {})", e.path, e.origin.describe());
+            if accounts::PATHS.contains(&e.path.as_str())
+                && !matches!(e.origin, Origin::Accounts(_))
+            {
+                problems.push(format!(
+                    "{} would replace or hide the file [layer.accounts] writes; leave it out of that source",
+                    here()
+                ));
+            }
+            let o = &e.owner;
+            match a.user_by_uid(o.uid) {
+                None => problems.push(format!(
+                    "{} is owned by uid {} ({:?}), which [layer.accounts] does not declare; declare that user with this id",
+                    here(),
+                    o.uid,
+                    o.user
+                )),
+                Some(u) if !o.user.is_empty() && u.name != o.user => problems.push(format!(
+                    "{} is owned by uid {} named {:?}, but [layer.accounts] names uid {} {:?}",
+                    here(),
+                    o.uid,
+                    o.user,
+                    o.uid,
+                    u.name
+                )),
+                Some(_) => {}
+            }
+            match a.group_by_gid(o.gid) {
+                None => problems.push(format!(
+                    "{} is owned by gid {} ({:?}), which [layer.accounts] does not declare; declare that group with this id",
+                    here(),
+                    o.gid,
+                    o.group
+                )),
+                Some(g) if !o.group.is_empty() && g.name != o.group => problems.push(format!(
+                    "{} is owned by gid {} named {:?}, but [layer.accounts] names gid {} {:?}",
+                    here(),
+                    o.gid,
+                    o.group,
+                    o.gid,
+                    g.name
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    // A login shell missing from the image makes `su USER` and pwck fail.
+    let all: Vec<Vec<Entry>> = layers.iter().map(|(_, e)| e.to_vec()).collect();
+    let view = crate::elf::view::MergedView::from_layers(&all);
+    for u in &a.users {
+        if !matches!(view.resolve(&u.shell), Ok(f) if matches!(f.node, crate::elf::view::Node::File(_)))
+        {
+            problems.push(format!(
+                "user {:?}: its shell {} is not a file in the image; choose one the image has",
+                u.name, u.shell
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the image disagrees with its declared accounts ([layer.accounts]), {} problem(s):\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    )
 }
 
 /// A `[[layer.tree]]` source: a host directory or a build output's subtree.
