@@ -160,7 +160,7 @@ fn gather(
         .zip(&layers)
         .map(|(l, e)| (l.name.as_str(), e.as_slice()))
         .collect();
-    rootfs::check_accounts(spec.accounts.as_ref(), &named)?;
+    rootfs::check_accounts(spec.accounts(), &named)?;
     let mut report = PermissionReport::default();
     for (l, entries) in spec.layers.iter().zip(&mut layers) {
         permissions::apply(&l.name, entries, &spec.image.permissions, &mut report)?;

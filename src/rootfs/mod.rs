@@ -189,10 +189,10 @@ pub fn collect(
 /// shadowed silently), and every owner in the image is a declared account
 /// of the same name, so `ls -l` and tar agree with /etc/passwd.
 pub fn check_accounts(
-    accounts: Option<&crate::spec::Accounts>,
+    accounts: Option<(&crate::spec::Accounts, &Loc)>,
     layers: &[(&str, &[Entry])],
 ) -> Result<()> {
-    let Some(a) = accounts else {
+    let Some((a, at)) = accounts else {
         return Ok(());
     };
     let mut problems = Vec::new();
@@ -260,7 +260,7 @@ pub fn check_accounts(
         return Ok(());
     }
     anyhow::bail!(
-        "the image disagrees with its declared accounts ([layer.accounts]), {} problem(s):\n  {}",
+        "the image disagrees with its declared accounts ({at}), {} problem(s):\n  {}",
         problems.len(),
         problems.join("\n  ")
     )

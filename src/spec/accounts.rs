@@ -207,3 +207,18 @@ fn name_rule() -> &'static str {
     "is not a name useradd/groupadd accept: a lowercase letter or '_' first, then lowercase \
      letters, digits, '_' or '-' (a '$' may end it), at most 32 characters"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn names_follow_useradd() {
+        for ok in ["root", "mysql", "_apt", "systemd-network", "host$", "a1"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "Root", "1abc", "-x", "a:b", "a b", "$", &"a".repeat(33)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -87,8 +87,6 @@ pub struct Spec {
     pub image: ImageMeta,
     pub config: ImageConfig,
     pub layers: Vec<LayerSpec>,
-    /// The image's accounts (`[layer.accounts]` of one layer), if declared.
-    pub accounts: Option<Accounts>,
 }
 
 #[derive(Debug, Clone)]
@@ -457,11 +455,10 @@ impl Spec {
             }
             layers.push(layer_spec(&ctx, &base, i, l, raw.lock.is_some())?);
         }
-        if let (Some(a), Some((index, at))) = (&accounts, accounts_at) {
-            layers[index].sources.push(Source::Accounts {
-                accounts: a.clone(),
-                at,
-            });
+        if let (Some(accounts), Some((index, at))) = (accounts, accounts_at) {
+            layers[index]
+                .sources
+                .push(Source::Accounts { accounts, at });
         }
         if layers.is_empty() {
             return Err(SpecError {
@@ -477,8 +474,20 @@ impl Spec {
             image,
             config,
             layers,
-            accounts,
         })
+    }
+}
+
+impl Spec {
+    /// The declared accounts and where, if the spec has `[layer.accounts]`.
+    pub fn accounts(&self) -> Option<(&Accounts, &Loc)> {
+        self.layers
+            .iter()
+            .flat_map(|l| &l.sources)
+            .find_map(|s| match s {
+                Source::Accounts { accounts, at } => Some((accounts, at)),
+                _ => None,
+            })
     }
 }
 
