@@ -842,6 +842,46 @@ fn the_real_runtime_with_its_accounts_has_no_setid_or_world_writable_path() {
         passwd.contains("\nmysql:x:999:999:MariaDB Server:/var/lib/mysql:/bin/false\n"),
         "{passwd}"
     );
+    // The image's own glibc reads them through its nsswitch.conf, and its
+    // setpriv switches to mysql as the entrypoint does (chroot: the tests
+    // run as root, as CI does).
+    let in_image = |args: &[&str]| -> String {
+        let out = Command::new(require_tool("chroot"))
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "chroot {args:?} into the image failed (the test must run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        in_image(&["/usr/bin/getent", "passwd", "mysql", "root"]),
+        "mysql:x:999:999:MariaDB Server:/var/lib/mysql:/bin/false\nroot:x:0:0:root:/root:/bin/bash\n"
+    );
+    assert_eq!(
+        in_image(&["/usr/bin/getent", "group", "shadow"]),
+        "shadow:x:42:\n"
+    );
+    // Locked, last changed on the lock's SOURCE_DATE_EPOCH day.
+    let lock_toml: toml::Table = toml::from_str(&fs::read_to_string(&lock).unwrap()).unwrap();
+    let day = lock_toml["source_date_epoch"].as_integer().unwrap() / 86_400;
+    assert!(
+        in_image(&["/usr/bin/getent", "shadow", "mysql"]).starts_with(&format!("mysql:*:{day}:"))
+    );
+    assert_eq!(
+        in_image(&[
+            "/usr/bin/setpriv",
+            "--reuid=mysql",
+            "--regid=mysql",
+            "--init-groups",
+            "/usr/bin/id"
+        ]),
+        "uid=999(mysql) gid=999(mysql) groups=999(mysql)\n"
+    );
     use std::os::unix::fs::MetadataExt;
     let run = fs::metadata(root.join("run/mysqld")).unwrap();
     assert_eq!(
