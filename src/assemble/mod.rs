@@ -154,13 +154,8 @@ fn gather(
                 .with_context(|| format!("gathering layer {:?}", l.name))
         })
         .collect::<Result<Vec<_>>>()?;
-    let named: Vec<(&str, &[rootfs::Entry])> = spec
-        .layers
-        .iter()
-        .zip(&layers)
-        .map(|(l, e)| (l.name.as_str(), e.as_slice()))
-        .collect();
-    rootfs::check_accounts(spec.accounts(), &named)?;
+    let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
+    rootfs::check_accounts(spec.accounts(), &names, &layers)?;
     let mut report = PermissionReport::default();
     for (l, entries) in spec.layers.iter().zip(&mut layers) {
         permissions::apply(&l.name, entries, &spec.image.permissions, &mut report)?;

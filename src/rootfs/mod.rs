@@ -190,13 +190,14 @@ pub fn collect(
 /// of the same name, so `ls -l` and tar agree with /etc/passwd.
 pub fn check_accounts(
     accounts: Option<(&crate::spec::Accounts, &Loc)>,
-    layers: &[(&str, &[Entry])],
+    names: &[&str],
+    layers: &[Vec<Entry>],
 ) -> Result<()> {
     let Some((a, at)) = accounts else {
         return Ok(());
     };
     let mut problems = Vec::new();
-    for (layer, entries) in layers {
+    for (layer, entries) in names.iter().zip(layers) {
         for e in entries.iter() {
             let here = || format!("/{} (layer {layer:?}, {})", e.path, e.origin.describe());
             if accounts::PATHS.contains(&e.path.as_str())
@@ -245,8 +246,7 @@ pub fn check_accounts(
         }
     }
     // A login shell missing from the image makes `su USER` and pwck fail.
-    let all: Vec<Vec<Entry>> = layers.iter().map(|(_, e)| e.to_vec()).collect();
-    let view = crate::elf::view::MergedView::from_layers(&all);
+    let view = crate::elf::view::MergedView::from_layers(layers);
     for u in &a.users {
         if !matches!(view.resolve(&u.shell), Ok(f) if matches!(f.node, crate::elf::view::Node::File(_)))
         {

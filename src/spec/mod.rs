@@ -1169,6 +1169,61 @@ mod tests {
         assert_eq!(s.config.exposed_ports, vec!["3306/tcp"]);
     }
 
+    const ACCOUNTS: &str = "[image]\nname = \"demo\"\n[[layer]]\nname = \"a\"\n[layer.accounts]\n\
+[[layer.accounts.group]]\nname = \"root\"\ngid = 0\n[[layer.accounts.group]]\nname = \"mysql\"\ngid = 999\n\
+[[layer.accounts.user]]\nname = \"root\"\nuid = 0\ngroup = \"root\"\nhome = \"/root\"\nshell = \"/bin/sh\"\n\
+[[layer.accounts.user]]\nname = \"mysql\"\nuid = 999\ngroup = \"mysql\"\nhome = \"/var/lib/mysql\"\nshell = \"/bin/false\"\n";
+
+    fn dir_owner(spec: &Spec) -> &Owner {
+        spec.layers[0]
+            .sources
+            .iter()
+            .find_map(|s| match s {
+                Source::Dir { owner, .. } => Some(owner),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn owners_resolve_through_declared_accounts() {
+        let named = parse(&format!(
+            "{ACCOUNTS}[[layer.dir]]\npath = \"/d\"\nowner = \"mysql:mysql\"\n"
+        ))
+        .unwrap();
+        let numeric = parse(&format!(
+            "{ACCOUNTS}[[layer.dir]]\npath = \"/d\"\nowner = \"999:999\"\n"
+        ))
+        .unwrap();
+        let want = Owner {
+            uid: 999,
+            gid: 999,
+            user: "mysql".into(),
+            group: "mysql".into(),
+        };
+        assert_eq!(dir_owner(&named), &want);
+        assert_eq!(dir_owner(&numeric), &want);
+        let (accounts, at) = named.accounts().unwrap();
+        assert_eq!(accounts.users.len(), 2);
+        assert_eq!(at.line, 5, "{at}"); // the [layer.accounts] line
+    }
+
+    #[test]
+    fn accounts_need_root_and_come_once() {
+        let no_root = ACCOUNTS.replace("uid = 0", "uid = 1");
+        let e = parse(&no_root).unwrap_err();
+        assert!(e.to_string().contains("declare root"), "{e}");
+        let twice = format!("{ACCOUNTS}[[layer]]\nname = \"b\"\n[layer.accounts]\n");
+        let e = parse(&twice).unwrap_err();
+        assert!(e.to_string().contains("one [layer.accounts]"), "{e}");
+        let member = ACCOUNTS.replace("gid = 999\n", "gid = 999\nmembers = [\"nobody\"]\n");
+        let e = parse(&member).unwrap_err();
+        assert!(
+            e.to_string().contains("\"nobody\" is not a declared user"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn duplicate_layer_names_and_empty_specs_are_rejected() {
         assert!(
