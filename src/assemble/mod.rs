@@ -155,7 +155,7 @@ fn gather(
         })
         .collect::<Result<Vec<_>>>()?;
     let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
-    rootfs::check_accounts(spec.accounts(), &names, &layers)?;
+    rootfs::accounts::check(spec.accounts(), &names, &layers)?;
     let mut report = PermissionReport::default();
     for (l, entries) in spec.layers.iter().zip(&mut layers) {
         permissions::apply(&l.name, entries, &spec.image.permissions, &mut report)?;

@@ -1,8 +1,12 @@
 //! The files of a `[layer.accounts]` source: /etc/passwd, /etc/group,
 //! /etc/shadow, /etc/gshadow (every password locked) and /etc/nsswitch.conf,
-//! with Debian 12's modes and owners.
+//! with Debian 12's modes and owners; and the image-wide check of every
+//! owner and login shell against the declared accounts.
 
-use crate::spec::{Accounts, Owner};
+use super::{Entry, Origin};
+use crate::elf::view::{MergedView, Node};
+use crate::spec::{Accounts, Loc, Owner};
+use anyhow::Result;
 
 /// The image paths an accounts source writes; no other source may.
 pub const PATHS: [&str; 5] = [
@@ -121,4 +125,84 @@ fn root(a: &Accounts) -> Owner {
         user: a.user_by_uid(0).map_or("root", |u| &u.name).into(),
         group: a.group_by_gid(0).map_or("root", |g| &g.name).into(),
     }
+}
+
+/// Checks the whole image (its layers' entries, in order) against its
+/// declared accounts: only the accounts source writes the account files
+/// (a package or tree shipping /etc/passwd would otherwise shadow or be
+/// shadowed silently), and every owner in the image is a declared account
+/// of the same name, so `ls -l` and tar agree with /etc/passwd.
+pub fn check(
+    accounts: Option<(&Accounts, &Loc)>,
+    names: &[&str],
+    layers: &[Vec<Entry>],
+) -> Result<()> {
+    let Some((a, at)) = accounts else {
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    for (layer, entries) in names.iter().zip(layers) {
+        for e in entries.iter() {
+            let here = || format!("/{} (layer {layer:?}, {})", e.path, e.origin.describe());
+            if PATHS.contains(&e.path.as_str()) && !matches!(e.origin, Origin::Accounts(_)) {
+                problems.push(format!(
+                    "{} would replace or hide the file [layer.accounts] writes; leave it out of that source",
+                    here()
+                ));
+            }
+            let o = &e.owner;
+            match a.user_by_uid(o.uid) {
+                None => problems.push(format!(
+                    "{} is owned by uid {} ({:?}), which [layer.accounts] does not declare; declare that user with this id",
+                    here(),
+                    o.uid,
+                    o.user
+                )),
+                Some(u) if !o.user.is_empty() && u.name != o.user => problems.push(format!(
+                    "{} is owned by uid {} named {:?}, but [layer.accounts] names uid {} {:?}",
+                    here(),
+                    o.uid,
+                    o.user,
+                    o.uid,
+                    u.name
+                )),
+                Some(_) => {}
+            }
+            match a.group_by_gid(o.gid) {
+                None => problems.push(format!(
+                    "{} is owned by gid {} ({:?}), which [layer.accounts] does not declare; declare that group with this id",
+                    here(),
+                    o.gid,
+                    o.group
+                )),
+                Some(g) if !o.group.is_empty() && g.name != o.group => problems.push(format!(
+                    "{} is owned by gid {} named {:?}, but [layer.accounts] names gid {} {:?}",
+                    here(),
+                    o.gid,
+                    o.group,
+                    o.gid,
+                    g.name
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    // A login shell missing from the image makes `su USER` and pwck fail.
+    let view = MergedView::from_layers(layers);
+    for u in &a.users {
+        if !matches!(view.resolve(&u.shell), Ok(f) if matches!(f.node, Node::File(_))) {
+            problems.push(format!(
+                "user {:?}: its shell {} is not a file in the image; choose one the image has",
+                u.name, u.shell
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the image disagrees with its declared accounts ({at}), {} problem(s):\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    )
 }

@@ -178,12 +178,12 @@ pub enum Source {
         owner: Owner,
         at: Loc,
     },
-    /// Debian packages pinned in the lock (`from_lock = "runtime"`: every
-    /// `[[runtime.package]]`), unpacked in memory with merged /usr and the
-    /// dpkg database.
     /// `[layer.accounts]`: /etc/passwd, group, shadow, gshadow and
     /// nsswitch.conf written from the declared users and groups.
     Accounts { accounts: Accounts, at: Loc },
+    /// Debian packages pinned in the lock (`from_lock = "runtime"`: every
+    /// `[[runtime.package]]`), unpacked in memory with merged /usr and the
+    /// dpkg database.
     Packages {
         from_lock: String,
         /// Image paths (merged /usr) left out, as dpkg's `path-exclude`
@@ -436,9 +436,9 @@ impl Spec {
         let image = image_meta(&ctx, raw.image)?;
         let lock = raw.lock.as_ref().map(|l| base.join(l.get_ref()));
         let config = image_config(&ctx, raw.config)?;
-        let (accounts, accounts_at) = image_accounts(&ctx, &mut raw.layers)?;
+        let found = image_accounts(&ctx, &mut raw.layers)?;
         let ctx = Ctx {
-            accounts: accounts.as_ref(),
+            accounts: found.as_ref().map(|(a, _, _)| a),
             ..ctx
         };
         let mut layers = Vec::new();
@@ -455,7 +455,7 @@ impl Spec {
             }
             layers.push(layer_spec(&ctx, &base, i, l, raw.lock.is_some())?);
         }
-        if let (Some(accounts), Some((index, at))) = (accounts, accounts_at) {
+        if let Some((accounts, index, at)) = found {
             layers[index]
                 .sources
                 .push(Source::Accounts { accounts, at });
@@ -493,11 +493,10 @@ impl Spec {
 
 /// The one `[layer.accounts]` of the spec, taken out of its layer, with
 /// the index of that layer and where it is declared.
-#[allow(clippy::type_complexity)]
 fn image_accounts(
     ctx: &Ctx,
     layers: &mut [RawLayer],
-) -> Result<(Option<Accounts>, Option<(usize, Loc)>), SpecError> {
+) -> Result<Option<(Accounts, usize, Loc)>, SpecError> {
     let mut found: Option<(Accounts, usize, Loc)> = None;
     for (i, l) in layers.iter_mut().enumerate() {
         let Some(raw) = l.accounts.take() else {
@@ -527,10 +526,7 @@ fn image_accounts(
         }
         found = Some((a, i, at));
     }
-    Ok(match found {
-        Some((a, i, at)) => (Some(a), Some((i, at))),
-        None => (None, None),
-    })
+    Ok(found)
 }
 
 fn image_meta(ctx: &Ctx, raw: RawImage) -> Result<ImageMeta, SpecError> {
