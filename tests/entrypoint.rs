@@ -38,8 +38,11 @@ fn run_suite(script: &str, env: &[(&str, &Path)]) {
 
 #[test]
 fn entrypoint_and_healthcheck_logic() {
-    // The suite feeds initdb files compressed with each of these.
-    for tool in ["gzip", "xz", "zstd", "flock", "timeout"] {
+    // The suite feeds initdb files compressed with each of these, binds a
+    // unix socket (python3) and runs a case as another uid (setpriv).
+    for tool in [
+        "gzip", "xz", "zstd", "flock", "timeout", "python3", "setpriv",
+    ] {
         common::require_tool(tool);
     }
     run_suite("run.sh", &[]);

@@ -16,17 +16,22 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The assembled image's OCI layout.
+fn layout() -> PathBuf {
+    match std::env::var("MPSI_TEST_IMAGE_LAYOUT") {
+        Ok(l) if !l.is_empty() => PathBuf::from(l),
+        _ => panic!(
+            "MPSI_TEST_IMAGE_LAYOUT is unset: this test needs the assembled \
+             mariadb-pageserver layout (bash .ci/e2e assembles it into out/oci)"
+        ),
+    }
+}
+
 /// The image, loaded once into the engine with `mpsi load`; its name.
 fn image() -> &'static str {
     static NAME: OnceLock<String> = OnceLock::new();
     NAME.get_or_init(|| {
-        let layout = match std::env::var("MPSI_TEST_IMAGE_LAYOUT") {
-            Ok(l) if !l.is_empty() => PathBuf::from(l),
-            _ => panic!(
-                "MPSI_TEST_IMAGE_LAYOUT is unset: this test needs the assembled \
-                 mariadb-pageserver layout (bash .ci/e2e assembles it into out/oci)"
-            ),
-        };
+        let layout = layout();
         let store = tempfile::tempdir().unwrap();
         let report = json(&run_ok(
             mpsi(store.path())
@@ -489,4 +494,51 @@ fn the_image_pushes_to_a_real_registry_and_docker_pulls_and_runs_it() {
     let version = run_in_image(&[&reference, "mariadbd", "--version"]);
     assert!(version.contains("10.11.18"), "{version}");
     let _ = docker(&host).args(["rmi", &reference]).output();
+}
+
+/// The layers of the layout's image, unpacked in order with tar(1) into
+/// `dest`, as a runtime applies them.
+fn unpack_image(layout: &Path, dest: &Path) {
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blob(d)).unwrap()).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    // The image manifest (an SBOM or other artifact manifest has another config type).
+    let manifest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| read(m["digest"].as_str().unwrap()))
+        .find(|m| m["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json")
+        .expect("the layout holds an image manifest");
+    std::fs::create_dir_all(dest).unwrap();
+    for l in manifest["layers"].as_array().unwrap() {
+        run_ok(
+            std::process::Command::new(common::require_tool("tar"))
+                .arg("-xf")
+                .arg(blob(l["digest"].as_str().unwrap()))
+                .arg("-C")
+                .arg(dest),
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the assembled image (MPSI_TEST_IMAGE_LAYOUT) and root (chroot into it); .ci/e2e runs it with --ignored"]
+fn the_unpacked_image_has_no_setid_or_world_writable_path_and_its_accounts_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    unpack_image(&layout(), &root);
+    assert!(
+        root.join("usr/bin/bash").is_file(),
+        "the image was unpacked"
+    );
+    assert_eq!(common::risky_paths(&root), Vec::<String>::new());
+    common::assert_accounts_read_by_the_image(&root);
 }

@@ -341,6 +341,12 @@ fn two_packages_shipping_one_path_differently_is_an_error_naming_both() {
 /// or build), and a spec with only the runtime layer of the real spec, in
 /// `dir`.
 fn real_runtime(dir: &Path) -> (PathBuf, PathBuf) {
+    real_layers(dir, &["runtime"])
+}
+
+/// As `real_runtime`, with these layers of the real spec (none may take
+/// files from the build or from rootfs/).
+fn real_layers(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut lock: toml::Table =
         toml::from_str(&fs::read_to_string(repo.join("mpsi.lock")).unwrap()).unwrap();
@@ -354,19 +360,24 @@ fn real_runtime(dir: &Path) -> (PathBuf, PathBuf) {
     let real: toml::Table =
         toml::from_str(&fs::read_to_string(repo.join("layers/mariadb-pageserver.toml")).unwrap())
             .unwrap();
-    let runtime = real["layer"]
-        .as_array()
-        .unwrap()
+    let layers: Vec<toml::Value> = names
         .iter()
-        .find(|l| l["name"].as_str() == Some("runtime"))
-        .expect("the real spec has a runtime layer")
-        .clone();
+        .map(|name| {
+            real["layer"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["name"].as_str() == Some(name))
+                .unwrap_or_else(|| panic!("the real spec has no {name} layer"))
+                .clone()
+        })
+        .collect();
     let mut spec: toml::Table = toml::from_str(
         "lock = \"mpsi.lock\"\n[image]\nname = \"mpsi-test/runtime\"\ntag = \"v1\"\n\
 [config]\nenv = [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"]\n",
     )
     .unwrap();
-    spec.insert("layer".into(), toml::Value::Array(vec![runtime]));
+    spec.insert("layer".into(), toml::Value::Array(layers));
     let spec_path = dir.join("runtime.toml");
     fs::write(&spec_path, toml::to_string(&spec).unwrap()).unwrap();
     (lock_path, spec_path)
@@ -603,4 +614,222 @@ fn assert_dpkg_verify_clean(root: &Path) {
         "",
         "dpkg --verify warned"
     );
+}
+
+// ---- permissions and accounts over packages --------------------------------
+
+/// Setuid, setgid and world-writable files and directories of a package.
+fn risky_package(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    build_deb(
+        dir,
+        "s",
+        "xz",
+        &[
+            ("bin/su", "su\n", 0o4755),
+            ("usr/bin/wall", "wall\n", 0o2755),
+            ("usr/share/s/open", "anyone\n", 0o666),
+            ("usr/share/s/plain", "plain\n", 0o644),
+        ],
+        |root| {
+            for (d, mode) in [("tmp", 0o1777), ("var/tmp", 0o1777), ("var/local", 0o2775)] {
+                fs::create_dir_all(root.join(d)).unwrap();
+                fs::set_permissions(root.join(d), fs::Permissions::from_mode(mode)).unwrap();
+            }
+        },
+    )
+}
+
+#[test]
+fn package_setid_and_world_writable_bits_are_dropped_and_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs_dir = tmp.path().join("debs");
+    fs::create_dir_all(&debs_dir).unwrap();
+    let debs = vec![risky_package(&debs_dir)];
+    let spec = lock_and_spec(tmp.path(), &debs);
+    let store = tmp.path().join("store");
+    run_ok(
+        mpsi(&store)
+            .args(["fetch", "--lock"])
+            .arg(tmp.path().join("mpsi.lock"))
+            .arg("--from")
+            .arg(&debs_dir),
+    );
+    let layout = tmp.path().join("oci");
+    let report = assemble(&store, &spec, &layout);
+    let changed: Vec<String> = report["permissions"]["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {} {} {} {}",
+                c["layer"].as_str().unwrap(),
+                c["path"].as_str().unwrap(),
+                c["from"].as_str().unwrap(),
+                c["to"].as_str().unwrap(),
+                c["dropped"].as_str().unwrap(),
+                c["source"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "runtime /usr/bin/su 4755 0755 setuid package s 1.0-1",
+            "runtime /usr/bin/wall 2755 0755 setgid package s 1.0-1",
+            "runtime /usr/share/s/open 0666 0664 world-writable package s 1.0-1",
+            "runtime /var/local 2775 0775 setgid package s 1.0-1",
+            "runtime /var/tmp 1777 1775 world-writable package s 1.0-1",
+        ]
+    );
+    // The layer holds the fixed modes; /tmp (1777) is the one exception.
+    let listing = layer_listing(&layout, &report);
+    for want in [
+        "-rwxr-xr-x 0/0               3 2023-11-14 22:13 usr/bin/su",
+        "-rwxr-xr-x 0/0               5 2023-11-14 22:13 usr/bin/wall",
+        "-rw-rw-r-- 0/0               7 2023-11-14 22:13 usr/share/s/open",
+        "drwxrwxr-x 0/0               0 2023-11-14 22:13 var/local/",
+        "drwxrwxr-t 0/0               0 2023-11-14 22:13 var/tmp/",
+        "drwxrwxrwt 0/0               0 2023-11-14 22:13 tmp/",
+    ] {
+        assert!(listing.contains(want), "{want:?} not in:\n{listing}");
+    }
+    // The text report lists each change.
+    let out = run_ok(
+        mpsi(&store)
+            .arg("assemble")
+            .arg(&spec)
+            .arg("-o")
+            .arg(tmp.path().join("oci-text")),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .contains("/usr/bin/su 4755 -> 0755: dropped setuid (package s 1.0-1, layer runtime)"),
+        "{stdout}"
+    );
+    // The dry run agrees that the layer, written with the fixed modes, is
+    // cached.
+    let dry = json(&run_ok(
+        mpsi(&store)
+            .arg("assemble")
+            .arg(&spec)
+            .arg("-o")
+            .arg(tmp.path().join("oci-dry"))
+            .args(["--dry-run", "--json"]),
+    ));
+    assert_eq!(dry["layers"][0]["cached"], true, "{dry}");
+
+    // Allowed by path with a reason: su keeps its bit.
+    let body = fs::read_to_string(&spec).unwrap().replace(
+        "name = \"rt-test\"\n",
+        "name = \"rt-test\"\n[[image.permissions.setid]]\npath = \"/usr/bin/su\"\nreason = \"users switch with su\"\n",
+    );
+    fs::write(&spec, body).unwrap();
+    let report = assemble(&store, &spec, &tmp.path().join("oci2"));
+    assert_eq!(
+        report["permissions"]["kept"],
+        serde_json::json!([{"layer": "runtime", "path": "/usr/bin/su", "mode": "4755", "reason": "users switch with su"}])
+    );
+    assert!(
+        layer_listing(&tmp.path().join("oci2"), &report)
+            .contains("-rwsr-xr-x 0/0               3 2023-11-14 22:13 usr/bin/su")
+    );
+}
+
+#[test]
+fn with_accounts_every_package_owner_and_account_file_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let debs_dir = tmp.path().join("debs");
+    fs::create_dir_all(&debs_dir).unwrap();
+    // a ships /etc/a.conf owned by 1000:1001; p ships /etc/passwd.
+    let mut debs = tiny_packages(&debs_dir);
+    debs.push(build_deb(
+        &debs_dir,
+        "p",
+        "xz",
+        &[("etc/passwd", "root:x:0:0::/:/bin/sh\n", 0o644)],
+        |_| {},
+    ));
+    let accounts = "[[layer]]\nname = \"accounts\"\n[layer.accounts]\n\
+[[layer.accounts.group]]\nname = \"root\"\ngid = 0\n\
+[[layer.accounts.user]]\nname = \"root\"\nuid = 0\ngroup = \"root\"\nhome = \"/root\"\nshell = \"/bin/hello\"\n";
+    let spec = lock_and_spec_with(tmp.path(), &debs, accounts);
+    let store = tmp.path().join("store");
+    run_ok(
+        mpsi(&store)
+            .args(["fetch", "--lock"])
+            .arg(tmp.path().join("mpsi.lock"))
+            .arg("--from")
+            .arg(&debs_dir),
+    );
+    let (_, err) = run_fail(
+        mpsi(&store)
+            .arg("assemble")
+            .arg(&spec)
+            .arg("-o")
+            .arg(tmp.path().join("oci")),
+    );
+    for want in [
+        "image.toml:",
+        "/etc/passwd (layer \"runtime\", package p 1.0-1",
+        "would replace or hide the file [layer.accounts] writes",
+        "/etc/a.conf (layer \"runtime\", package a 1.0-1",
+        "is owned by uid 1000",
+        "is owned by gid 1001",
+        "which [layer.accounts] does not declare",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn the_real_runtime_with_its_accounts_has_no_setid_or_world_writable_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lock, spec) = real_layers(tmp.path(), &["runtime", "filesystem"]);
+    let store = tmp.path().join("store");
+    run_ok(mpsi(&store).args(["fetch", "--lock"]).arg(&lock));
+    let layout = tmp.path().join("oci");
+    let report = assemble(&store, &spec, &layout);
+    let root = tmp.path().join("root");
+    unpack_layers(&layout, &report, &root);
+
+    assert_eq!(risky_paths(&root), Vec::<String>::new());
+    // The walk sees such a path: the check is real.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let su = root.join("usr/bin/su");
+        fs::set_permissions(&su, fs::Permissions::from_mode(0o4755)).unwrap();
+        assert_eq!(risky_paths(&root), ["/usr/bin/su 4755"]);
+        fs::set_permissions(&su, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // What the packages shipped otherwise is listed: util-linux's su.
+    let changed = report["permissions"]["changed"].as_array().unwrap();
+    assert!(
+        changed.iter().any(|c| c["path"] == "/usr/bin/su"
+            && c["dropped"] == "setuid"
+            && c["source"]
+                .as_str()
+                .unwrap()
+                .starts_with("package util-linux ")),
+        "{changed:?}"
+    );
+
+    assert_accounts_read_by_the_image(&root);
+    // Locked, last changed on the lock's SOURCE_DATE_EPOCH day.
+    let lock_toml: toml::Table = toml::from_str(&fs::read_to_string(&lock).unwrap()).unwrap();
+    let day = lock_toml["source_date_epoch"].as_integer().unwrap() / 86_400;
+    assert!(
+        in_image(&root, &["/usr/bin/getent", "shadow", "mysql"])
+            .starts_with(&format!("mysql:*:{day}:"))
+    );
+    use std::os::unix::fs::MetadataExt;
+    let run = fs::metadata(root.join("run/mysqld")).unwrap();
+    assert_eq!(
+        (run.uid(), run.gid(), run.mode() & 0o7777),
+        (999, 999, 0o755)
+    );
+    // The modes mpsi fixed do not bother dpkg's own check.
+    assert_dpkg_verify_clean(&root);
 }

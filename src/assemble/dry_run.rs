@@ -103,8 +103,15 @@ fn decide_layers(
                 because: Some("it takes the runtime packages, which are not all in the store yet (mpsi fetch)".into()),
             },
             (None, debs) => {
-                let entries = rootfs::collect(l, &roots, debs.unwrap_or_default())
+                let mut entries = rootfs::collect(l, &roots, debs.unwrap_or_default(), epoch)
                     .with_context(|| format!("gathering layer {:?}", l.name))?;
+                // As the assemble writes it (the image-wide checks are its own).
+                rootfs::permissions::apply(
+                    &l.name,
+                    &mut entries,
+                    &spec.image.permissions,
+                    &mut Default::default(),
+                )?;
                 let cached = opts.use_cache && store.cached_layer(&layer::cache_key(&entries, enc)).is_some();
                 LayerDecision {
                     name: l.name.clone(),

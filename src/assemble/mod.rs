@@ -14,6 +14,7 @@ use crate::lock::LockFile;
 use crate::model::{Image, name};
 use crate::progress::{Reporter, Task, Unit};
 use crate::rootfs;
+use crate::rootfs::permissions::{self, PermissionReport};
 use crate::sink::Sink;
 use crate::sink::layout::LayoutSink;
 use crate::spec::{Source, Spec};
@@ -55,6 +56,9 @@ pub struct Report {
     pub builds: Vec<Built>,
     /// The ELF closure check over the merged layers, or why it was skipped.
     pub elf_check: elf::ElfCheck,
+    /// Setuid/setgid and world-writable bits dropped from package files,
+    /// and the exceptions the spec allows.
+    pub permissions: rootfs::permissions::PermissionReport,
     pub layers: Vec<LayerReport>,
 }
 
@@ -108,7 +112,7 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
         Some(lf) if wants_packages(spec) => ensure_packages(lf, store, &opts.inputs, reporter)?,
         _ => Vec::new(),
     };
-    let gathered = gather(spec, &roots, &debs)?;
+    let (gathered, permissions) = gather(spec, &roots, &debs, epoch)?;
     let elf_check = elf::check_layers(&gathered, elf_skip(spec), reporter)?;
     let layers = write_layers(spec, store, opts, enc, &gathered, reporter)?;
 
@@ -128,23 +132,36 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
         source_date_epoch: epoch,
         builds,
         elf_check,
+        permissions,
         layers,
     })
 }
 
-/// Every layer's entries, in order: the check sees the whole image before
+/// Every layer's entries, in order, checked against the declared accounts
+/// and held to the permission policy: the checks see the whole image before
 /// any layer is written (a cached layer is gathered all the same).
 fn gather(
     spec: &Spec,
     roots: &BTreeMap<String, PathBuf>,
     debs: &[PathBuf],
-) -> Result<Vec<Vec<rootfs::Entry>>> {
-    spec.layers
+    epoch: u64,
+) -> Result<(Vec<Vec<rootfs::Entry>>, PermissionReport)> {
+    let mut layers = spec
+        .layers
         .iter()
         .map(|l| {
-            rootfs::collect(l, roots, debs).with_context(|| format!("gathering layer {:?}", l.name))
+            rootfs::collect(l, roots, debs, epoch)
+                .with_context(|| format!("gathering layer {:?}", l.name))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
+    rootfs::accounts::check(spec.accounts(), &names, &layers)?;
+    let mut report = PermissionReport::default();
+    for (l, entries) in spec.layers.iter().zip(&mut layers) {
+        permissions::apply(&l.name, entries, &spec.image.permissions, &mut report)?;
+    }
+    permissions::check_exceptions(&spec.file, &spec.image.permissions, &report)?;
+    Ok((layers, report))
 }
 
 /// Why the ELF check is off for this spec, if it is.

@@ -38,6 +38,18 @@ pub fn assembled(report: &Report) {
     println!("assembled {} ({})", report.image, report.manifest_digest);
     println!("  layout  {}", report.layout.display());
     println!("  elf     {}", report.elf_check);
+    for c in &report.permissions.changed {
+        println!(
+            "  mode    {} {} -> {}: dropped {} ({}, layer {})",
+            c.path, c.from, c.to, c.dropped, c.source, c.layer
+        );
+    }
+    for k in &report.permissions.kept {
+        println!(
+            "  mode    {} {} kept: {} (layer {})",
+            k.path, k.mode, k.reason, k.layer
+        );
+    }
     for b in &report.builds {
         println!(
             "  build   {:<20} {}{}{}",

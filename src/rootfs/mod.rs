@@ -11,7 +11,9 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+pub mod accounts;
 mod packages;
+pub mod permissions;
 
 /// Identity of a file on disk at the time it was listed. Used to detect
 /// hard links and, as in git's index, to tell that a file is unchanged
@@ -73,6 +75,8 @@ enum Origin {
         what: String,
         at: Loc,
     },
+    /// The files of a `[layer.accounts]`.
+    Accounts(Loc),
     /// A parent directory nobody declared.
     Implied,
 }
@@ -80,14 +84,17 @@ enum Origin {
 impl Origin {
     fn describe(&self) -> String {
         match self {
-            Origin::Declared(l) | Origin::Tree(l) => l.to_string(),
+            Origin::Declared(l) | Origin::Tree(l) | Origin::Accounts(l) => l.to_string(),
             Origin::Packages { what, at } => format!("{what} ({at})"),
             Origin::Implied => "an implied parent directory".into(),
         }
     }
     fn loc(&self) -> Option<&Loc> {
         match self {
-            Origin::Declared(l) | Origin::Tree(l) | Origin::Packages { at: l, .. } => Some(l),
+            Origin::Declared(l)
+            | Origin::Tree(l)
+            | Origin::Accounts(l)
+            | Origin::Packages { at: l, .. } => Some(l),
             Origin::Implied => None,
         }
     }
@@ -107,11 +114,13 @@ impl Entry {
 /// Lists a layer's entries, sorted, with parents and hard links resolved.
 /// `builds` maps each build name a `from_build` tree may name to its
 /// installed tree in the store; `packages` are the `.deb` files of the
-/// lock's runtime packages in the store, for a `[[layer.packages]]` source.
+/// lock's runtime packages in the store, for a `[[layer.packages]]` source;
+/// `epoch` is the image's SOURCE_DATE_EPOCH (dating /etc/shadow).
 pub fn collect(
     layer: &LayerSpec,
     builds: &std::collections::BTreeMap<String, PathBuf>,
     packages: &[PathBuf],
+    epoch: u64,
 ) -> Result<Vec<Entry>> {
     let mut tree = Tree::default();
     for source in &layer.sources {
@@ -125,6 +134,17 @@ pub fn collect(
                 let wanted = |p: &str| !exclude.is_match(p) || keep.is_match(p);
                 packages::insert(&mut tree, packages, &wanted, at)
                     .with_context(|| format!("the {from_lock:?} packages of the lock"))?
+            }
+            Source::Accounts { accounts: a, at } => {
+                for f in accounts::files(a, epoch) {
+                    tree.insert(Entry {
+                        path: f.path.to_string(),
+                        content: Content::Inline(f.data),
+                        mode: f.mode,
+                        owner: f.owner,
+                        origin: Origin::Accounts(at.clone()),
+                    })?;
+                }
             }
             Source::Tree { .. } => add_tree(&mut tree, source, builds)?,
             Source::File { .. } => add_file(&mut tree, source)?,

@@ -7,6 +7,12 @@
 //! line and the field. Paths in sources are relative to the spec file's
 //! directory.
 
+mod accounts;
+mod permissions;
+
+pub use accounts::Accounts;
+pub use permissions::{Allowed, Permissions};
+
 use crate::model::compression::Compression;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -98,6 +104,8 @@ pub struct ImageMeta {
     pub annotations: BTreeMap<String, String>,
     /// Run the ELF closure check at assemble time (`check_elf`, default true).
     pub check_elf: bool,
+    /// What setuid/setgid and world-writable entries the image may keep.
+    pub permissions: Permissions,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -170,6 +178,9 @@ pub enum Source {
         owner: Owner,
         at: Loc,
     },
+    /// `[layer.accounts]`: /etc/passwd, group, shadow, gshadow and
+    /// nsswitch.conf written from the declared users and groups.
+    Accounts { accounts: Accounts, at: Loc },
     /// Debian packages pinned in the lock (`from_lock = "runtime"`: every
     /// `[[runtime.package]]`), unpacked in memory with merged /usr and the
     /// dpkg database.
@@ -221,6 +232,8 @@ struct RawImage {
     #[serde(default)]
     annotations: BTreeMap<String, String>,
     check_elf: Option<bool>,
+    #[serde(default)]
+    permissions: permissions::RawPermissions,
 }
 
 #[derive(Deserialize, Default)]
@@ -268,6 +281,7 @@ struct RawLayer {
     symlink: Vec<RawSymlink>,
     #[serde(default)]
     packages: Vec<RawPackages>,
+    accounts: Option<Spanned<accounts::RawAccounts>>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +380,8 @@ fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
 struct Ctx<'a> {
     file: &'a Path,
     text: &'a str,
+    /// The spec's declared accounts, which owners resolve through.
+    accounts: Option<&'a Accounts>,
 }
 
 impl Ctx<'_> {
@@ -405,8 +421,12 @@ impl Spec {
 
     /// Parses spec text; `file` locates errors and relative source paths.
     pub fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
-        let ctx = Ctx { file, text };
-        let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError {
+        let ctx = Ctx {
+            file,
+            text,
+            accounts: None,
+        };
+        let mut raw: RawSpec = toml::from_str(text).map_err(|e| SpecError {
             file: file.to_path_buf(),
             line: e.span().map(|s| ctx.line_of(s.start)),
             field: String::new(),
@@ -416,6 +436,11 @@ impl Spec {
         let image = image_meta(&ctx, raw.image)?;
         let lock = raw.lock.as_ref().map(|l| base.join(l.get_ref()));
         let config = image_config(&ctx, raw.config)?;
+        let found = image_accounts(&ctx, &mut raw.layers)?;
+        let ctx = Ctx {
+            accounts: found.as_ref().map(|(a, _, _)| a),
+            ..ctx
+        };
         let mut layers = Vec::new();
         for (i, l) in raw.layers.into_iter().enumerate() {
             if layers
@@ -429,6 +454,11 @@ impl Spec {
                 );
             }
             layers.push(layer_spec(&ctx, &base, i, l, raw.lock.is_some())?);
+        }
+        if let Some((accounts, index, at)) = found {
+            layers[index]
+                .sources
+                .push(Source::Accounts { accounts, at });
         }
         if layers.is_empty() {
             return Err(SpecError {
@@ -446,6 +476,57 @@ impl Spec {
             layers,
         })
     }
+}
+
+impl Spec {
+    /// The declared accounts and where, if the spec has `[layer.accounts]`.
+    pub fn accounts(&self) -> Option<(&Accounts, &Loc)> {
+        self.layers
+            .iter()
+            .flat_map(|l| &l.sources)
+            .find_map(|s| match s {
+                Source::Accounts { accounts, at } => Some((accounts, at)),
+                _ => None,
+            })
+    }
+}
+
+/// The one `[layer.accounts]` of the spec, taken out of its layer, with
+/// the index of that layer and where it is declared.
+fn image_accounts(
+    ctx: &Ctx,
+    layers: &mut [RawLayer],
+) -> Result<Option<(Accounts, usize, Loc)>, SpecError> {
+    let mut found: Option<(Accounts, usize, Loc)> = None;
+    for (i, l) in layers.iter_mut().enumerate() {
+        let Some(raw) = l.accounts.take() else {
+            continue;
+        };
+        let span = raw.span();
+        if let Some((_, _, first)) = &found {
+            return ctx.err(
+                span,
+                "layer.accounts",
+                format!("an image has one [layer.accounts]; the first is at {first}"),
+            );
+        }
+        let at = Loc {
+            file: ctx.file.to_path_buf(),
+            line: ctx.line_of(span.start),
+            what: format!("layer {:?} (#{}) accounts", l.name.get_ref(), i + 1),
+        };
+        let a = accounts::accounts(ctx, raw.into_inner(), &at)?;
+        if a.user_by_uid(0).is_none() || a.group_by_gid(0).is_none() {
+            return ctx.err(
+                span,
+                "layer.accounts",
+                "declares no user with uid 0 or no group with gid 0; every file of the image \
+                 is owned by 0:0 unless the spec says otherwise, so declare root (uid 0, gid 0)",
+            );
+        }
+        found = Some((a, i, at));
+    }
+    Ok(found)
 }
 
 fn image_meta(ctx: &Ctx, raw: RawImage) -> Result<ImageMeta, SpecError> {
@@ -523,6 +604,7 @@ fn image_meta(ctx: &Ctx, raw: RawImage) -> Result<ImageMeta, SpecError> {
         revision: raw.revision,
         annotations: raw.annotations,
         check_elf: raw.check_elf.unwrap_or(true),
+        permissions: permissions::permissions(ctx, raw.permissions)?,
     })
 }
 
@@ -681,38 +763,72 @@ pub fn image_path(p: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
+/// An owner from `owner` ("UID:GID", or with declared accounts also
+/// "USER:GROUP" names) and `owner_names`. With `[layer.accounts]`, every id
+/// must be declared, and the tar header takes the declared names (which
+/// `owner_names`, if given, must repeat).
 fn parse_owner(
     ctx: &Ctx,
     owner: Option<Spanned<String>>,
     names: Option<Spanned<String>>,
     field: &str,
 ) -> Result<Owner, SpecError> {
+    let acc = ctx.accounts;
     let (uid, gid) = match &owner {
         None => (0, 0),
-        Some(o) => match o
-            .get_ref()
-            .split_once(':')
-            .map(|(u, g)| (u.parse::<u64>(), g.parse::<u64>()))
-        {
-            Some((Ok(u), Ok(g))) if u < 1 << 32 && g < 1 << 32 => (u, g),
-            _ => {
-                return ctx.err(
-                    o.span(),
-                    &format!("{field}.owner"),
-                    format!(
-                        "{:?} is not numeric \"UID:GID\" (names go in owner_names)",
-                        o.get_ref()
-                    ),
-                );
-            }
-        },
+        Some(o) => {
+            let f = format!("{field}.owner");
+            let Some((u, g)) = o.get_ref().split_once(':') else {
+                let hint = if acc.is_some() {
+                    "\"UID:GID\" or \"USER:GROUP\""
+                } else {
+                    "numeric \"UID:GID\" (names go in owner_names, or declare [layer.accounts])"
+                };
+                return ctx.err(o.span(), &f, format!("{:?} is not {hint}", o.get_ref()));
+            };
+            let id = |v: &str, kind: &str| -> Result<u64, SpecError> {
+                if let Ok(n) = v.parse::<u64>() {
+                    return if n < u64::from(u32::MAX) {
+                        Ok(n)
+                    } else {
+                        ctx.err(o.span(), &f, format!("{kind} id {n} is out of range"))
+                    };
+                }
+                let found = match (acc, kind) {
+                    (None, _) => {
+                        return ctx.err(
+                            o.span(),
+                            &f,
+                            format!(
+                                "{:?} is not numeric \"UID:GID\"; names resolve only through \
+                                 declared accounts ([layer.accounts]), else use owner_names",
+                                o.get_ref()
+                            ),
+                        );
+                    }
+                    (Some(a), "user") => a.user(v).map(|u| u64::from(u.uid)),
+                    (Some(a), _) => a.group(v).map(|g| u64::from(g.gid)),
+                };
+                found.map_or_else(
+                    || {
+                        ctx.err(
+                            o.span(),
+                            &f,
+                            format!("{kind} {v:?} is not declared in [layer.accounts]"),
+                        )
+                    },
+                    Ok,
+                )
+            };
+            (id(u, "user")?, id(g, "group")?)
+        }
     };
-    let (user, group) = match names {
+    let given = match &names {
         Some(n) => match n.get_ref().split_once(':') {
             Some((u, g))
                 if !u.is_empty() && !g.is_empty() && !n.get_ref().contains(['\0', '\n']) =>
             {
-                (u.to_string(), g.to_string())
+                Some((u.to_string(), g.to_string()))
             }
             _ => {
                 return ctx.err(
@@ -722,10 +838,43 @@ fn parse_owner(
                 );
             }
         },
-        // Root is named; other ids stay anonymous unless named in the spec,
-        // so no host account name can leak in.
-        None if uid == 0 && gid == 0 => ("root".into(), "root".into()),
-        None => (String::new(), String::new()),
+        None => None,
+    };
+    let (user, group) = match acc {
+        Some(a) => {
+            let span = owner.as_ref().or(names.as_ref()).map_or(0..0, |s| s.span());
+            let (Some(u), Some(g)) = (a.user_by_uid(uid), a.group_by_gid(gid)) else {
+                return ctx.err(
+                    span,
+                    &format!("{field}.owner"),
+                    format!(
+                        "{uid}:{gid} is not a declared user and group; declare both in \
+                         [layer.accounts] (the image's /etc/passwd and /etc/group)"
+                    ),
+                );
+            };
+            if let Some((nu, ng)) = &given
+                && (nu != &u.name || ng != &g.name)
+            {
+                return ctx.err(
+                    names.as_ref().expect("given").span(),
+                    &format!("{field}.owner_names"),
+                    format!(
+                        "\"{nu}:{ng}\" disagrees with [layer.accounts], where {uid}:{gid} is \
+                         \"{}:{}\"",
+                        u.name, g.name
+                    ),
+                );
+            }
+            (u.name.clone(), g.name.clone())
+        }
+        None => match given {
+            Some(names) => names,
+            // Root is named; other ids stay anonymous unless named in the
+            // spec, so no host account name can leak in.
+            None if uid == 0 && gid == 0 => ("root".into(), "root".into()),
+            None => (String::new(), String::new()),
+        },
     };
     Ok(Owner {
         uid,
@@ -1014,6 +1163,61 @@ mod tests {
         assert!(e.field.contains("exposed_ports"), "{e}");
         let s = parse("[image]\nname = \"demo\"\n[config]\nexposed_ports = [\"3306\"]\n[[layer]]\nname = \"a\"\n").unwrap();
         assert_eq!(s.config.exposed_ports, vec!["3306/tcp"]);
+    }
+
+    const ACCOUNTS: &str = "[image]\nname = \"demo\"\n[[layer]]\nname = \"a\"\n[layer.accounts]\n\
+[[layer.accounts.group]]\nname = \"root\"\ngid = 0\n[[layer.accounts.group]]\nname = \"mysql\"\ngid = 999\n\
+[[layer.accounts.user]]\nname = \"root\"\nuid = 0\ngroup = \"root\"\nhome = \"/root\"\nshell = \"/bin/sh\"\n\
+[[layer.accounts.user]]\nname = \"mysql\"\nuid = 999\ngroup = \"mysql\"\nhome = \"/var/lib/mysql\"\nshell = \"/bin/false\"\n";
+
+    fn dir_owner(spec: &Spec) -> &Owner {
+        spec.layers[0]
+            .sources
+            .iter()
+            .find_map(|s| match s {
+                Source::Dir { owner, .. } => Some(owner),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn owners_resolve_through_declared_accounts() {
+        let named = parse(&format!(
+            "{ACCOUNTS}[[layer.dir]]\npath = \"/d\"\nowner = \"mysql:mysql\"\n"
+        ))
+        .unwrap();
+        let numeric = parse(&format!(
+            "{ACCOUNTS}[[layer.dir]]\npath = \"/d\"\nowner = \"999:999\"\n"
+        ))
+        .unwrap();
+        let want = Owner {
+            uid: 999,
+            gid: 999,
+            user: "mysql".into(),
+            group: "mysql".into(),
+        };
+        assert_eq!(dir_owner(&named), &want);
+        assert_eq!(dir_owner(&numeric), &want);
+        let (accounts, at) = named.accounts().unwrap();
+        assert_eq!(accounts.users.len(), 2);
+        assert_eq!(at.line, 5, "{at}"); // the [layer.accounts] line
+    }
+
+    #[test]
+    fn accounts_need_root_and_come_once() {
+        let no_root = ACCOUNTS.replace("uid = 0", "uid = 1");
+        let e = parse(&no_root).unwrap_err();
+        assert!(e.to_string().contains("declare root"), "{e}");
+        let twice = format!("{ACCOUNTS}[[layer]]\nname = \"b\"\n[layer.accounts]\n");
+        let e = parse(&twice).unwrap_err();
+        assert!(e.to_string().contains("one [layer.accounts]"), "{e}");
+        let member = ACCOUNTS.replace("gid = 999\n", "gid = 999\nmembers = [\"nobody\"]\n");
+        let e = parse(&member).unwrap_err();
+        assert!(
+            e.to_string().contains("\"nobody\" is not a declared user"),
+            "{e}"
+        );
     }
 
     #[test]

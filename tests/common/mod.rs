@@ -485,3 +485,79 @@ pub fn require_apt_lists() {
         "apt has no package lists: run `apt-get update` (as .ci/test does) before this test"
     );
 }
+
+// ---- an unpacked image: permissions and accounts ----------------------------
+
+/// Every path of an unpacked image that is setuid/setgid, or writable by
+/// others (symlinks aside), except /tmp with mode 1777.
+pub fn risky_paths(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for p in walk(root) {
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let mode = m.mode() & 0o7777;
+        let tmp = rel == "tmp" && m.is_dir() && mode == 0o1777;
+        if mode & 0o6000 != 0 || (mode & 0o002 != 0 && !tmp) {
+            out.push(format!("/{rel} {mode:04o}"));
+        }
+    }
+    out
+}
+
+/// A program of the unpacked image run inside it (chroot, so as root, as
+/// the tests run in CI); its stdout.
+pub fn in_image(root: &Path, args: &[&str]) -> String {
+    let out = Command::new(require_tool("chroot"))
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chroot {args:?} into the image failed (the test must run as root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The accounts of the real spec, as real readers see them in an unpacked
+/// image: shadow-utils' pwck and grpck report nothing (-q: not the missing
+/// /nonexistent home, Debian's convention for nobody), the image's own
+/// glibc finds them through its nsswitch.conf, and its setpriv switches to
+/// mysql as the entrypoint does.
+pub fn assert_accounts_read_by_the_image(root: &Path) {
+    for (tool, args) in [
+        ("pwck", &["-r", "-q", "-R"][..]),
+        ("grpck", &["-r", "-R"][..]),
+    ] {
+        let out = run_ok(Command::new(require_tool(tool)).args(args).arg(root));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{tool}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{tool}");
+    }
+    assert_eq!(
+        in_image(root, &["/usr/bin/getent", "passwd", "mysql", "root"]),
+        "mysql:x:999:999:MariaDB Server:/var/lib/mysql:/bin/false\n\
+         root:x:0:0:root:/root:/bin/bash\n"
+    );
+    assert_eq!(
+        in_image(root, &["/usr/bin/getent", "group", "shadow"]),
+        "shadow:x:42:\n"
+    );
+    assert_eq!(
+        in_image(
+            root,
+            &[
+                "/usr/bin/setpriv",
+                "--reuid=mysql",
+                "--regid=mysql",
+                "--init-groups",
+                "/usr/bin/id"
+            ]
+        ),
+        "uid=999(mysql) gid=999(mysql) groups=999(mysql)\n"
+    );
+}

@@ -118,13 +118,38 @@ expect "MARIADB_AUTO_UPGRADE backed up the system tables" bash -c "zstd -dc '$T/
 expect "... and upgraded them" grep -q '^10\.11\.' "$T/data/mysql_upgrade_info"
 stop
 
-# As another uid, directories it cannot write stop the container early.
+# As another uid, a datadir it cannot write stops the container early.
 refused() {
 	as_user MARIADB_ROOT_PASSWORD=x bash "$EP" "${SERVER[@]}" "$1" >"$T/refused.log" 2>&1 && return 1
 	grep -q "$2 is not writable by uid" "$T/refused.log"
 }
 expect "a datadir the uid cannot write is refused, naming it" refused --datadir=/etc "The datadir /etc"
-expect "a socket directory the uid cannot write is refused, naming it" refused --socket=/etc/t.sock "The socket directory /etc"
+
+# A socket directory it cannot write (the image's /run/mysqld, 0755 and
+# mysql's, for a container run with --user UID): the socket and pid file go
+# into the datadir, where healthcheck.sh finds the socket.
+printf '[client]\nuser=root\npassword=sockpw\n' >"$T/sock.cnf"
+sock_start() {
+	"${AS[@]}" env -i PATH="$PATHS" HOME="$T" MPSI_INITDB_DIR="$T/no-initdb" MARIADB_ROOT_PASSWORD=sockpw \
+		bash "$EP" "${SERVER[@]}" --datadir="$T/data-sock" --socket=/etc/t.sock >"$T/sock.log" 2>&1 &
+	PID=$!
+	local _
+	for _ in $(seq 240); do
+		as_user bash "$HC" --datadir="$T/data-sock" --defaults-extra-file="$T/sock.cnf" \
+			--connect --innodb_initialized >>"$T/hc.log" 2>&1 && return 0
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.5
+	done
+	echo "FAIL - the server with its socket in the datadir did not become healthy; its log:" && tail -n 30 "$T/sock.log"
+	exit 1
+}
+sock_start
+expect "an unwritable socket directory moves the socket into the datadir" test -S "$T/data-sock/mysqld.sock"
+expect "... and the pid file" test "$(cat "$T/data-sock/mysqld.pid")" = "$PID"
+expect "... saying so" grep -q "/etc is not writable by uid .*: the socket and pid file go into $T/data-sock" "$T/sock.log"
+expect "... and the client reaches the server there" \
+	test "$("$R/usr/bin/mariadb" --no-defaults --socket="$T/data-sock/mysqld.sock" -uroot -psockpw -N -e 'SELECT 1')" = 1
+expect "... and SIGTERM stops it cleanly" stop
 
 # Started as root: the entrypoint hands a new datadir to mysql and runs the
 # server as mysql. The user exists only in this test's mount namespace,

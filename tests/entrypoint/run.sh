@@ -18,6 +18,8 @@ STUBS="$HERE/stubs"
 T=$(mktemp -d "${TMPDIR:-/tmp}/entrypoint-test.XXXXXX")
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$T"' EXIT
 fails=0 count=0 cases=0 CASE=
+# A command prefix for `run` (a case sets it to run as another uid).
+AS=()
 
 bad() {
 	echo "FAIL - $1"
@@ -69,7 +71,7 @@ run() {
 	set +e
 	env -i PATH="$STUBS:/usr/bin:/bin" HOME="$CASE" FAKE_LOG="$CASE/log" \
 		FAKE_DATADIR="$CASE/data" MPSI_INITDB_DIR="$CASE/initdb" "${vars[@]}" \
-		timeout 60 bash "$script" "$@" >"$CASE/out" 2>"$CASE/err" </dev/null
+		"${AS[@]}" timeout 60 bash "$script" "$@" >"$CASE/out" 2>"$CASE/err" </dev/null
 	echo $? >"$CASE/rc"
 	set -e
 }

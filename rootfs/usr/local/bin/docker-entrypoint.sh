@@ -203,12 +203,30 @@ mysql_get_config() {
 
 docker_setup_env() {
 	declare -g DATADIR SOCKET PORT DATABASE_ALREADY_EXISTS=
+	declare -ga SOCKET_ARGS=()
 	DATADIR=$(mysql_get_config datadir)
 	SOCKET=$(mysql_get_config socket)
 	PORT=$(mysql_get_config port)
 	DATADIR=${DATADIR%/}
 	[ -n "$DATADIR" ] || mysql_error "could not read the datadir from the server's --verbose --help output"
 	[ ! -d "$DATADIR/mysql" ] || DATABASE_ALREADY_EXISTS=true
+}
+
+# Not root and the socket directory is not writable (a container started
+# with --user UID: /run/mysqld is mysql's, 0755): the socket and pid file go
+# into the datadir, which that uid must own anyway. MYSQL_UNIX_PORT points
+# the clients of this script and of the init files there; healthcheck.sh
+# looks there too.
+docker_socket_in_datadir() {
+	local sockdir
+	sockdir=$(dirname "${SOCKET:-/run/mysqld/mysqld.sock}")
+	if [ -w "$sockdir" ] || { [ ! -e "$sockdir" ] && mkdir -p "$sockdir" 2>/dev/null; }; then
+		return 0
+	fi
+	mysql_note "$sockdir is not writable by uid $(id -u): the socket and pid file go into $DATADIR"
+	SOCKET=$DATADIR/mysqld.sock
+	SOCKET_ARGS=(--socket="$SOCKET" --pid-file="$DATADIR/mysqld.pid")
+	export MYSQL_UNIX_PORT=$SOCKET
 }
 
 # As root: create and hand over the directories the server writes, then
@@ -303,7 +321,7 @@ docker_init_database_dir() {
 # Starts the server on the socket only, without the Page Server feature,
 # and waits (bounded) until it answers.
 docker_temp_server_start() {
-	"$@" --skip-networking --default-time-zone=SYSTEM --socket="$SOCKET" \
+	"$@" --skip-networking --default-time-zone=SYSTEM --socket="$SOCKET" "${SOCKET_ARGS[@]}" \
 		--loose-wsrep_on=OFF --expire-logs-days=0 --skip-slave-start \
 		--skip-log-bin --loose-innodb_buffer_pool_load_at_startup=0 \
 		--loose-innodb-page-server-enabled=OFF &
@@ -535,9 +553,9 @@ docker_exec_server() {
 	local key=$PS_KEY
 	unset "${CONSUMED_VARS[@]}" PS_KEY
 	if [ -z "$key" ]; then
-		exec "$server" "${lead[@]}" "${PS_ARGS[@]}" "$@"
+		exec "$server" "${lead[@]}" "${PS_ARGS[@]}" "$@" "${SOCKET_ARGS[@]}"
 	fi
-	exec "$server" --defaults-extra-file=/dev/fd/3 "${lead[@]}" "${PS_ARGS[@]}" "$@" 3<<-EOF
+	exec "$server" --defaults-extra-file=/dev/fd/3 "${lead[@]}" "${PS_ARGS[@]}" "$@" "${SOCKET_ARGS[@]}" 3<<-EOF
 		[mariadbd]
 		innodb-safekeeper-api-key=$key
 	EOF
@@ -571,9 +589,7 @@ _main() {
 		docker_drop_root "$@"
 	fi
 	[ -w "$DATADIR" ] || [ ! -e "$DATADIR" ] || mysql_error "The datadir $DATADIR is not writable by uid $(id -u); chown it to that uid or start the container as root"
-	local sockdir
-	sockdir=$(dirname "${SOCKET:-/run/mysqld/mysqld.sock}")
-	[ -w "$sockdir" ] || [ ! -e "$sockdir" ] || mysql_error "The socket directory $sockdir is not writable by uid $(id -u); mount a writable directory there or start the container as root"
+	docker_socket_in_datadir
 	if [ -z "$DATABASE_ALREADY_EXISTS" ]; then
 		docker_init_new_datadir "$@"
 	elif docker_upgrade_needed "$1"; then

@@ -22,14 +22,16 @@
 #   --mariadbupgrade             no mariadb-upgrade is running
 # Options:
 #   --su=USER, --su-mysql        run as USER / mysql (util-linux setpriv)
-#   --datadir=DIR                default /var/lib/mysql
+#   --datadir=DIR                default: the server's datadir in the
+#                                option files (my_print_defaults), else
+#                                /var/lib/mysql
 #   --no-defaults, --defaults-file=F, --defaults-extra-file=F,
 #   --defaults-group-suffix=S    option files for the client; without any,
 #                                DATADIR/.my-healthcheck.cnf (written by the
 #                                entrypoint at initialisation) is used
 set -eo pipefail
 
-datadir=/var/lib/mysql
+datadir=
 declare -a client_defaults=() tests=()
 declare -A repl=()
 su_user=
@@ -62,6 +64,19 @@ parse_args() {
 		esac
 	done
 	[ "${#tests[@]}" -gt 0 ] || fail "no test given; for example: $0 --connect --innodb_initialized"
+	if [ -z "$datadir" ]; then
+		datadir=$(option_value datadir --mysqld)
+		datadir=${datadir:-/var/lib/mysql}
+	fi
+}
+
+# The last --NAME=value my_print_defaults reads for these groups, or
+# nothing (without the option, or the tool).
+option_value() {
+	local name=$1
+	shift
+	command -v my_print_defaults >/dev/null || return 0
+	my_print_defaults "$@" 2>/dev/null | sed -n "s/^--$name=//p" | tail -n 1
 }
 
 # Runs this script again as $su_user, without the --su option.
@@ -80,7 +95,15 @@ client() {
 	if [ "${#defs[@]}" -eq 0 ] && [ -r "$datadir/.my-healthcheck.cnf" ]; then
 		defs=(--defaults-extra-file="$datadir/.my-healthcheck.cnf")
 	fi
-	mariadb "${defs[@]}" --batch --skip-column-names "$@"
+	# The entrypoint puts the socket into the datadir when the configured
+	# directory is not writable (a container run with --user UID).
+	local -a sock=()
+	local configured
+	configured=$(option_value socket "${defs[@]}" client client-server mariadb-client)
+	if [ ! -S "${configured:-/run/mysqld/mysqld.sock}" ] && [ -S "$datadir/mysqld.sock" ]; then
+		sock=(--socket="$datadir/mysqld.sock")
+	fi
+	mariadb "${defs[@]}" "${sock[@]}" --batch --skip-column-names "$@"
 }
 
 sql() { client -e "$1"; }
