@@ -454,8 +454,45 @@ fn the_sbom_lists_every_pin_validates_reproduces_and_rides_with_the_image() {
         fs::read(p.root.join("oci2/index.json")).unwrap()
     );
 
-    // Re-assembling into the same layout leaves one artifact, not two.
+    // Re-assembling into the same layout leaves the same index: the image,
+    // then its one artifact.
+    let before = fs::read(layout.join("index.json")).unwrap();
     p.assemble("oci", &[]);
+    assert_eq!(fs::read(layout.join("index.json")).unwrap(), before);
     let index = read_json(&layout.join("index.json"));
-    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index:#}");
+    assert_eq!(index["manifests"][0]["digest"], manifest_digest);
+
+    // Another image tagged into the same layout keeps the first and its
+    // SBOM; re-tagging v1 to another image drops the SBOM of the old one.
+    let other = p.assemble("oci", &["--tag", "v2", "--compression", "zstd"]);
+    let index = read_json(&layout.join("index.json"));
+    let digests: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap())
+        .collect();
+    let other_art = other["sbom_artifact"].as_str().unwrap();
+    assert_eq!(
+        digests,
+        [
+            manifest_digest,
+            art_digest,
+            other["manifest_digest"].as_str().unwrap(),
+            other_art
+        ]
+    );
+    let replaced = p.assemble("oci", &["--compression", "zstd"]);
+    let index = read_json(&layout.join("index.json"));
+    let digests: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap())
+        .collect();
+    assert!(
+        !digests.contains(&art_digest),
+        "a stale SBOM stays listed: {index:#}"
+    );
+    assert!(digests.contains(&replaced["sbom_artifact"].as_str().unwrap()));
 }

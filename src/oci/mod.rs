@@ -166,6 +166,8 @@ impl Layout {
         referrers: &[Descriptor],
     ) -> Result<()> {
         let mut index = self.index()?;
+        // The image and its referrers go last, in this order, also when
+        // the index listed them before (a re-assemble into the same layout).
         let mut manifests: Vec<Descriptor> = index
             .manifests()
             .iter()
@@ -175,6 +177,7 @@ impl Layout {
                     .and_then(|a| a.get(ANNOTATION_REF_NAME))
                     .map(String::as_str)
                     != Some(tag)
+                    && !referrers.iter().any(|r| r.digest() == d.digest())
             })
             .cloned()
             .collect();
