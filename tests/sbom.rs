@@ -283,6 +283,12 @@ fn the_sbom_lists_every_pin_validates_reproduces_and_rides_with_the_image() {
         "the SBOM is written next to the layout"
     );
     let sbom_bytes = fs::read(&sbom_path).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&sbom_path).unwrap().permissions().mode() & 0o777,
+        0o644,
+        "the SBOM is readable by all"
+    );
     let sbom: Value = serde_json::from_slice(&sbom_bytes).unwrap();
     let manifest_digest = report["manifest_digest"].as_str().unwrap();
 

@@ -130,7 +130,7 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
     }
     .send(&image, reporter)?;
     let sbom_path = sbom_path(&opts.out)?;
-    fsutil::write_atomic(&sbom_path, &sbom_bytes)
+    write_sbom(&sbom_path, &sbom_bytes)
         .with_context(|| format!("writing the SBOM {}", sbom_path.display()))?;
     Ok(Report {
         image: image.name.clone().unwrap_or_default(),
@@ -163,6 +163,18 @@ pub fn sbom_path(out: &Path) -> Result<PathBuf> {
     let mut file = name.to_os_string();
     file.push(".spdx.json");
     Ok(dir.join(file))
+}
+
+/// Writes the SBOM atomically, readable by all (it is for auditors and
+/// scanners, and holds nothing secret).
+fn write_sbom(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = fsutil::temp_in(fsutil::parent_dir(path))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    fsutil::commit(tmp, path)
 }
 
 /// The SPDX document of the image: the lock's runtime packages (when a
