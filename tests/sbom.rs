@@ -444,6 +444,14 @@ fn the_sbom_lists_every_pin_validates_reproduces_and_rides_with_the_image() {
         inspected["manifest_digest"], manifest_digest,
         "{inspected:#}"
     );
+    assert_eq!(
+        inspected["referrers"][0]["digest"], art_digest,
+        "{inspected:#}"
+    );
+    assert_eq!(
+        inspected["referrers"][0]["artifact_type"],
+        "application/spdx+json"
+    );
 
     // Reproducible: a second assemble (layers rewritten, not cached) gives
     // the same bytes and the same artifact.
