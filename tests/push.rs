@@ -359,6 +359,38 @@ fn the_sbom_is_pushed_as_a_referrer_through_the_tag_schema_fallback() {
         OCI_INDEX,
     );
     assert_eq!(index_again, index_bytes);
+
+    // The same image under another name has the same manifest but its own
+    // SBOM: the index is extended, the first entry kept.
+    let renamed = a.tmp.path().join("oci-renamed");
+    let r2 = json(&run_ok(
+        mpsi(&a.store)
+            .arg("assemble")
+            .arg(fixture_spec(&a.src))
+            .arg("-o")
+            .arg(&renamed)
+            .args(["--name", "mpsi-test/renamed", "--json"]),
+    ));
+    assert_eq!(r2["manifest_digest"], digest.as_str());
+    let art2 = r2["sbom_artifact"].as_str().unwrap().to_string();
+    assert_ne!(art2, art);
+    let pushed = json(&run_ok(&mut push_cmd(
+        &a.store, &home, &renamed, &reference,
+    )));
+    assert_eq!(pushed["referrers"][0]["index_updated"], true, "{pushed:#}");
+    let (_, index_bytes) = http_get(
+        reg.port,
+        &format!("/v2/mpsi/fixture/manifests/sha256-{hex}"),
+        OCI_INDEX,
+    );
+    let index: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
+    let listed: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [art.as_str(), art2.as_str()], "{index:#}");
 }
 
 #[test]
