@@ -468,6 +468,26 @@ fn the_sbom_lists_every_pin_validates_reproduces_and_rides_with_the_image() {
         fs::read(p.root.join("oci2/index.json")).unwrap()
     );
 
+    // A damaged SBOM blob is named, not passed on with the image.
+    let sbom_blob_digest = art["layers"][0]["digest"].as_str().unwrap();
+    let damaged = p
+        .root
+        .join("oci2/blobs/sha256")
+        .join(sbom_blob_digest.strip_prefix("sha256:").unwrap());
+    let mut bytes = fs::read(&damaged).unwrap();
+    bytes[10] ^= 1;
+    fs::write(&damaged, bytes).unwrap();
+    let (code, err) = run_fail(
+        mpsi(&p.store)
+            .args(["inspect", "-l"])
+            .arg(p.root.join("oci2")),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("corrupt") && err.contains(art_digest),
+        "the error names the artifact and the damage: {err}"
+    );
+
     // Re-assembling into the same layout leaves the same index: the image,
     // then its one artifact.
     let before = fs::read(layout.join("index.json")).unwrap();

@@ -214,14 +214,6 @@ impl Artifact {
         sha256_digest(&self.manifest_bytes)
     }
 
-    /// The digest of the manifest this artifact is about.
-    pub fn subject_digest(&self) -> Option<String> {
-        self.manifest
-            .subject()
-            .as_ref()
-            .map(|s| s.digest().to_string())
-    }
-
     /// Its descriptor as an index or the referrers API lists it: with the
     /// `artifactType` and the manifest's annotations.
     pub fn descriptor(&self) -> Result<Descriptor> {

@@ -223,12 +223,22 @@ impl Layout {
             if d.artifact_type().is_none() {
                 continue;
             }
+            // Another image's artifacts are not read past their manifest.
             let bytes = self.read_blob(d.digest().as_ref())?;
-            let a = Artifact::read(bytes, &|blob| self.read_blob(blob))
-                .with_context(|| format!("reading the artifact {}", d.digest()))?;
-            if a.subject_digest().as_deref() == Some(digest) {
-                out.push(a);
+            let m: ImageManifest = serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing the artifact manifest {}", d.digest()))?;
+            if m.subject()
+                .as_ref()
+                .map(|s| s.digest().to_string())
+                .as_deref()
+                != Some(digest)
+            {
+                continue;
             }
+            out.push(
+                Artifact::read(bytes, &|blob| self.read_blob(blob))
+                    .with_context(|| format!("reading the artifact {}", d.digest()))?,
+            );
         }
         Ok(out)
     }
