@@ -21,6 +21,20 @@ need_apt_lists() {
   $sudo apt-get update -q
 }
 
+# pyspdxtools, the SPDX project's own validator the SBOM test checks with,
+# in a venv of its own (Debian 12's pip refuses system-wide installs);
+# tests/sbom.rs finds it through MPSI_TEST_PYSPDXTOOLS.
+SPDX_TOOLS_VERSION=0.8.5
+need_pyspdxtools() {
+  need_debian_packages python3 python3-venv
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/mpsi-ci/spdx-tools-$SPDX_TOOLS_VERSION"
+  if [ ! -x "$venv/bin/pyspdxtools" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "spdx-tools==$SPDX_TOOLS_VERSION"
+  fi
+  export MPSI_TEST_PYSPDXTOOLS="$venv/bin/pyspdxtools"
+}
+
 need_rust() {
   if ! command -v cargo >/dev/null; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

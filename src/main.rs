@@ -14,6 +14,7 @@ mod model;
 mod oci;
 mod progress;
 mod rootfs;
+mod sbom;
 mod sink;
 mod spec;
 mod store;

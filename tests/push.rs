@@ -42,8 +42,10 @@ fn push_cmd(store: &Path, home: &Path, layout: &Path, reference: &str) -> Comman
     c
 }
 
+/// The image's layers and config, and its SBOM artifact's empty config
+/// and document.
 fn blob_count(a: &Assembled) -> u64 {
-    a.report["layers"].as_array().unwrap().len() as u64 + 1
+    a.report["layers"].as_array().unwrap().len() as u64 + 1 + 2
 }
 
 #[test]
@@ -93,6 +95,161 @@ fn anonymous_push_round_trips_and_a_second_push_uploads_nothing() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("{}/mpsi/fixture@{digest}", reg.host())
     );
+}
+
+/// A plain HTTP/1.0 GET (so no chunked body) with an Accept header:
+/// status and body.
+fn http_get(port: u16, path: &str, accept: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer with headers");
+    let status = String::from_utf8_lossy(&buf[..split])
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (status, buf[split + 4..].to_vec())
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// The SBOM goes up with the image as a referrer. distribution 2.8 has no
+/// referrers API (`/referrers/` answers 404, and a manifest PUT with a
+/// subject gets no `OCI-Subject` header), so mpsi keeps the OCI 1.1
+/// tag-schema fallback: an image index tagged `sha256-<hex>` listing the
+/// artifact. Everything is fetched back and compared byte for byte.
+#[test]
+fn the_sbom_is_pushed_as_a_referrer_through_the_tag_schema_fallback() {
+    let reg = Registry::start(None);
+    let a = assembled_fixture();
+    let home = a.tmp.path().join("home");
+    let digest = a.report["manifest_digest"].as_str().unwrap().to_string();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let art = a.report["sbom_artifact"].as_str().unwrap().to_string();
+    let reference = format!("{}/mpsi/fixture:v1", reg.host());
+    let r = json(&run_ok(&mut push_cmd(
+        &a.store, &home, &a.layout, &reference,
+    )));
+    assert_eq!(
+        r["referrers"],
+        serde_json::json!([{
+            "digest": art,
+            "artifact_type": "application/spdx+json",
+            "listed_by": "tag-schema",
+            "tag": format!("sha256-{hex}"),
+            "index_updated": true,
+        }]),
+        "{r:#}"
+    );
+
+    // No referrers API on distribution 2.8: hence the fallback.
+    let (status, _) = http_get(
+        reg.port,
+        &format!("/v2/mpsi/fixture/referrers/{digest}"),
+        OCI_INDEX,
+    );
+    assert_eq!(status, 404, "distribution 2.8 grew a referrers API");
+
+    // The fallback index lists the artifact with its type.
+    let (status, index_bytes) = http_get(
+        reg.port,
+        &format!("/v2/mpsi/fixture/manifests/sha256-{hex}"),
+        OCI_INDEX,
+    );
+    assert_eq!(status, 200);
+    let index: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
+    assert_eq!(index["mediaType"], OCI_INDEX);
+    let listed = index["manifests"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{index:#}");
+    assert_eq!(listed[0]["digest"], art.as_str());
+    assert_eq!(listed[0]["mediaType"], OCI_MANIFEST);
+    assert_eq!(listed[0]["artifactType"], "application/spdx+json");
+    // skopeo reads the same index by its tag (as the README shows).
+    let raw = run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/mpsi/fixture:sha256-{hex}", reg.host())),
+    );
+    assert_eq!(raw.stdout, index_bytes);
+
+    // The artifact manifest and the SBOM blob come back as written.
+    let (status, art_bytes) = http_get(
+        reg.port,
+        &format!("/v2/mpsi/fixture/manifests/{art}"),
+        OCI_MANIFEST,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(art_bytes, fs::read(blob_path(&a.layout, &art)).unwrap());
+    let manifest: serde_json::Value = serde_json::from_slice(&art_bytes).unwrap();
+    assert_eq!(manifest["subject"]["digest"], digest.as_str());
+    let sbom_digest = manifest["layers"][0]["digest"].as_str().unwrap();
+    let (status, sbom) = http_get(
+        reg.port,
+        &format!("/v2/mpsi/fixture/blobs/{sbom_digest}"),
+        "*/*",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        sbom,
+        fs::read(a.report["sbom"].as_str().unwrap()).unwrap(),
+        "the SBOM in the registry is the one next to the layout"
+    );
+
+    // Again: the index already lists it and is left alone.
+    let again = json(&run_ok(&mut push_cmd(
+        &a.store, &home, &a.layout, &reference,
+    )));
+    assert_eq!(again["referrers"][0]["index_updated"], false, "{again:#}");
+    let (_, index_again) = http_get(
+        reg.port,
+        &format!("/v2/mpsi/fixture/manifests/sha256-{hex}"),
+        OCI_INDEX,
+    );
+    assert_eq!(index_again, index_bytes);
+
+    // The same image under another name has the same manifest but its own
+    // SBOM: the index is extended, the first entry kept.
+    let renamed = a.tmp.path().join("oci-renamed");
+    let r2 = json(&run_ok(
+        mpsi(&a.store)
+            .arg("assemble")
+            .arg(fixture_spec(&a.src))
+            .arg("-o")
+            .arg(&renamed)
+            .args(["--name", "mpsi-test/renamed", "--json"]),
+    ));
+    assert_eq!(r2["manifest_digest"], digest.as_str());
+    let art2 = r2["sbom_artifact"].as_str().unwrap().to_string();
+    assert_ne!(art2, art);
+    let pushed = json(&run_ok(&mut push_cmd(
+        &a.store, &home, &renamed, &reference,
+    )));
+    assert_eq!(pushed["referrers"][0]["index_updated"], true, "{pushed:#}");
+    let (_, index_bytes) = http_get(
+        reg.port,
+        &format!("/v2/mpsi/fixture/manifests/sha256-{hex}"),
+        OCI_INDEX,
+    );
+    let index: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
+    let listed: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [art.as_str(), art2.as_str()], "{index:#}");
 }
 
 #[test]

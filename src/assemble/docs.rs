@@ -57,6 +57,7 @@ pub fn image(
         manifest_bytes,
         config_bytes,
         layers,
+        referrers: Vec::new(),
     })
 }
 

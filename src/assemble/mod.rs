@@ -1,5 +1,6 @@
 //! `mpsi assemble`: spec (+ lock) -> builds -> rootfs trees -> layers (cached
-//! in the store) -> the image value -> the layout sink.
+//! in the store) -> the image value (with its SBOM as a referrer) -> the
+//! layout sink, and the SBOM next to the layout.
 
 pub mod docs;
 pub mod dry_run;
@@ -11,10 +12,11 @@ use crate::fsutil;
 use crate::layer::compress::Compression;
 use crate::layer::{self, Encoding, LayerBlob};
 use crate::lock::LockFile;
-use crate::model::{Image, name};
+use crate::model::{Artifact, ArtifactLayer, Image, name};
 use crate::progress::{Reporter, Task, Unit};
 use crate::rootfs;
 use crate::rootfs::permissions::{self, PermissionReport};
+use crate::sbom;
 use crate::sink::Sink;
 use crate::sink::layout::LayoutSink;
 use crate::spec::{Source, Spec};
@@ -23,7 +25,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufWriter;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct Options {
     pub out: PathBuf,
@@ -51,6 +53,11 @@ pub struct Report {
     pub manifest_size: u64,
     pub config_digest: String,
     pub source_date_epoch: u64,
+    /// The SPDX SBOM, written next to the layout (`<out>.spdx.json`).
+    pub sbom: PathBuf,
+    /// The digest of the OCI artifact carrying the SBOM, whose subject is
+    /// the image manifest.
+    pub sbom_artifact: String,
     /// Build outputs the layers take files from.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub builds: Vec<Built>,
@@ -117,11 +124,18 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
     let layers = write_layers(spec, store, opts, enc, &gathered, reporter)?;
 
     let name = opts.name.as_deref().unwrap_or(&spec.image.name);
-    let image = image_of(spec, store, name, &tag, epoch, &layers)?;
+    let mut image = image_of(spec, store, name, &tag, epoch, &layers)?;
+    let sbom_bytes = sbom_of(spec, lock.as_ref(), &image, epoch)?;
+    let artifact = sbom_artifact(&image, sbom_bytes.clone(), epoch)?;
+    let sbom_artifact = artifact.digest();
+    image.referrers.push(artifact);
     LayoutSink {
         root: opts.out.clone(),
     }
     .send(&image, reporter)?;
+    let sbom_path = sbom_path(&opts.out)?;
+    write_sbom(&sbom_path, &sbom_bytes)
+        .with_context(|| format!("writing the SBOM {}", sbom_path.display()))?;
     Ok(Report {
         image: image.name.clone().unwrap_or_default(),
         tag,
@@ -130,11 +144,99 @@ pub fn run(spec: &Spec, store: &Store, opts: &Options, reporter: &dyn Reporter) 
         manifest_size: image.manifest_bytes.len() as u64,
         config_digest: image.config_digest(),
         source_date_epoch: epoch,
+        sbom: sbom_path,
+        sbom_artifact,
         builds,
         elf_check,
         permissions,
         layers,
     })
+}
+
+/// Where the SBOM goes: next to the layout directory, named after it
+/// (`out/oci` -> `out/oci.spdx.json`), outside the layout, which holds
+/// only what the OCI image-layout spec names.
+pub fn sbom_path(out: &Path) -> Result<PathBuf> {
+    let abs = std::fs::canonicalize(out)
+        .with_context(|| format!("resolving the layout path {}", out.display()))?;
+    let (Some(dir), Some(name)) = (abs.parent(), abs.file_name()) else {
+        anyhow::bail!(
+            "the layout {} has no parent directory to write its SBOM into; choose another -o",
+            out.display()
+        );
+    };
+    let mut file = name.to_os_string();
+    file.push(".spdx.json");
+    Ok(dir.join(file))
+}
+
+/// Writes the SBOM atomically, readable by all (it is for auditors and
+/// scanners, and holds nothing secret).
+fn write_sbom(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = fsutil::temp_in(fsutil::parent_dir(path))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    fsutil::commit(tmp, path)
+}
+
+/// The SPDX document of the image: the lock's runtime packages (when a
+/// layer takes them) and the source and patches of each build it uses.
+fn sbom_of(spec: &Spec, lock: Option<&LockFile>, image: &Image, epoch: u64) -> Result<Vec<u8>> {
+    let full = image.name.clone().unwrap_or_default();
+    let tag = image.tag.clone().unwrap_or_default();
+    let repository = full
+        .strip_suffix(&format!(":{tag}"))
+        .unwrap_or(&full)
+        .to_string();
+    let mut contents = sbom::Contents {
+        packages: &[],
+        builds: Vec::new(),
+    };
+    if let Some(lf) = lock {
+        if wants_packages(spec) {
+            contents.packages = &lf.lock.runtime.packages;
+        }
+        for name in wanted_builds(spec) {
+            let (name, b) = lf
+                .lock
+                .build
+                .get_key_value(&name)
+                .with_context(|| format!("{}: no [build.{name}]", lf.path.display()))?;
+            contents.builds.push(sbom::BuildInputs {
+                name,
+                source: lf.input(&b.source)?,
+                patches: &b.patches,
+            });
+        }
+    }
+    let subject = sbom::Subject {
+        repository: &repository,
+        tag: &tag,
+        manifest_digest: &image.manifest_digest(),
+        epoch,
+    };
+    sbom::document(&subject, &contents)
+}
+
+/// The SBOM as an OCI 1.1 artifact about the image manifest.
+fn sbom_artifact(image: &Image, sbom: Vec<u8>, epoch: u64) -> Result<Artifact> {
+    let created = docs::rfc3339(epoch);
+    Artifact::new(
+        image.manifest_descriptor(),
+        sbom::MEDIA_TYPE,
+        vec![ArtifactLayer {
+            media_type: sbom::MEDIA_TYPE.into(),
+            bytes: sbom,
+            annotations: BTreeMap::from([(
+                "org.opencontainers.image.title".to_string(),
+                sbom::FILE_NAME.to_string(),
+            )]),
+        }],
+        BTreeMap::from([("org.opencontainers.image.created".to_string(), created)]),
+    )
 }
 
 /// Every layer's entries, in order, checked against the declared accounts

@@ -34,7 +34,9 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  mpsi assemble                          # layers/mariadb-pageserver.toml -> out/oci\n  \
 mpsi assemble layers/x.toml -o out/x --compression zstd\n  SOURCE_DATE_EPOCH=1700000000 mpsi assemble --json\n\n\
-Layers whose inputs are unchanged since the last run come from the store without being rewritten."
+Layers whose inputs are unchanged since the last run come from the store without being rewritten. \
+The SPDX 2.3 SBOM of the image is written next to the layout (-o out/oci: out/oci.spdx.json) and \
+listed in the layout as an OCI 1.1 artifact about the image, which `mpsi push` sends along."
     )]
     Assemble(AssembleArgs),
     /// Write an image from a layout as an oci-archive or docker-archive tarball.
@@ -78,7 +80,8 @@ Size and sha256 are checked before anything enters the store; an interrupted dow
         after_help = "Examples:\n  mpsi push registry.example.com/team/mariadb-pageserver:1.0\n  \
 mpsi push 127.0.0.1:5000/db:v1 --tag latest --digest-file digest.txt\n  \
 mpsi push ghcr.io/acme/db:v1 --creds \"$USER:$TOKEN\" --json\n\n\
-Prints REGISTRY/REPO@sha256:... on stdout. Blobs the registry has are skipped; blobs another \
+Prints REGISTRY/REPO@sha256:... on stdout. The image's SBOM follows it as a referrer (through the \
+registry's referrers API, or the sha256-<hex> index tag where it has none). Blobs the registry has are skipped; blobs another \
 repository on the same registry got from an earlier push are mounted. Credentials: --creds, else \
 MPSI_REGISTRY_USER and MPSI_REGISTRY_PASSWORD, else REGISTRY_AUTH_FILE, \
 $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, then \

@@ -23,6 +23,15 @@ pub struct Inspection {
     pub layers: Vec<LayerSummary>,
     /// Sum of the compressed layer sizes.
     pub total_size: u64,
+    /// Artifacts about the image in the layout (its SBOM), blobs verified.
+    pub referrers: Vec<ReferrerSummary>,
+}
+
+#[derive(Serialize)]
+pub struct ReferrerSummary {
+    pub digest: String,
+    pub artifact_type: String,
+    pub size: u64,
 }
 
 #[derive(Serialize)]
@@ -86,6 +95,15 @@ pub fn inspect(img: &Image) -> Result<Inspection> {
         annotations: serde_json::to_value(img.manifest.annotations())?,
         total_size: layers.iter().map(|l| l.size).sum(),
         layers,
+        referrers: img
+            .referrers
+            .iter()
+            .map(|a| ReferrerSummary {
+                digest: a.digest(),
+                artifact_type: a.artifact_type.clone(),
+                size: a.blobs.iter().map(|(_, b)| b.len() as u64).sum(),
+            })
+            .collect(),
     })
 }
 

@@ -571,4 +571,10 @@ fn print_inspection(i: &inspect::Inspection) {
             l.created_by.as_deref().unwrap_or("")
         );
     }
+    for r in &i.referrers {
+        println!(
+            "referrer   {}  {}  {} bytes",
+            r.digest, r.artifact_type, r.size
+        );
+    }
 }

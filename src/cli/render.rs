@@ -37,6 +37,11 @@ pub fn dry_run(d: &DryRun) {
 pub fn assembled(report: &Report) {
     println!("assembled {} ({})", report.image, report.manifest_digest);
     println!("  layout  {}", report.layout.display());
+    println!(
+        "  sbom    {} (artifact {})",
+        report.sbom.display(),
+        report.sbom_artifact
+    );
     println!("  elf     {}", report.elf_check);
     for c in &report.permissions.changed {
         println!(

@@ -8,9 +8,13 @@
 //! passed on as if they were the image.
 
 use super::digest::sha256_digest;
-use oci_spec::image::{Descriptor, DescriptorBuilder, ImageManifest, MediaType};
+use anyhow::{Context, Result, bail};
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, ImageManifest, ImageManifestBuilder, MediaType,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -74,6 +78,9 @@ pub struct Image {
     pub manifest_bytes: Vec<u8>,
     pub config_bytes: Vec<u8>,
     pub layers: Vec<Layer>,
+    /// OCI 1.1 artifacts whose `subject` is this image's manifest (its
+    /// SBOM), sent along by the sinks that can hold them.
+    pub referrers: Vec<Artifact>,
 }
 
 impl Image {
@@ -105,6 +112,144 @@ impl Image {
     pub fn layers_size(&self) -> u64 {
         self.layers.iter().map(Layer::size).sum()
     }
+}
+
+/// The OCI 1.1 empty config of an artifact: `{}`.
+pub const EMPTY_JSON: &[u8] = b"{}";
+
+/// An OCI 1.1 artifact: an image manifest with an `artifactType`, the empty
+/// config, its content as layers and the image it is about as `subject`.
+/// Artifacts are small documents (an SBOM, a signature), so their blobs are
+/// held in memory.
+#[derive(Clone, Debug)]
+pub struct Artifact {
+    pub artifact_type: String,
+    pub manifest: ImageManifest,
+    pub manifest_bytes: Vec<u8>,
+    /// The empty config and the layers, each as (digest, bytes).
+    pub blobs: Vec<(String, Vec<u8>)>,
+}
+
+/// One layer of an artifact to build.
+pub struct ArtifactLayer {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Artifact {
+    /// Builds the artifact manifest (canonical JSON, so the same content
+    /// gives the same digest) about `subject`.
+    pub fn new(
+        subject: Descriptor,
+        artifact_type: &str,
+        layers: Vec<ArtifactLayer>,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<Artifact> {
+        let mut blobs = vec![(sha256_digest(EMPTY_JSON), EMPTY_JSON.to_vec())];
+        let config = descriptor_of(MediaType::EmptyJSON, &blobs[0].0, 2, BTreeMap::new())?;
+        let mut descriptors = Vec::new();
+        for l in layers {
+            let digest = sha256_digest(&l.bytes);
+            descriptors.push(descriptor_of(
+                MediaType::from(l.media_type.as_str()),
+                &digest,
+                l.bytes.len() as u64,
+                l.annotations,
+            )?);
+            blobs.push((digest, l.bytes));
+        }
+        let mut b = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .artifact_type(MediaType::from(artifact_type))
+            .config(config)
+            .layers(descriptors)
+            .subject(subject);
+        if !annotations.is_empty() {
+            b = b.annotations(annotations.into_iter().collect::<HashMap<_, _>>());
+        }
+        let manifest = b.build()?;
+        let manifest_bytes = crate::oci::canonical_json(&manifest)?;
+        Ok(Artifact {
+            artifact_type: artifact_type.to_string(),
+            manifest,
+            manifest_bytes,
+            blobs,
+        })
+    }
+
+    /// An artifact read back: its manifest bytes and a reader of its blobs
+    /// (which verifies each against its digest).
+    pub fn read(
+        manifest_bytes: Vec<u8>,
+        blob: &dyn Fn(&str) -> Result<Vec<u8>>,
+    ) -> Result<Artifact> {
+        let manifest: ImageManifest =
+            serde_json::from_slice(&manifest_bytes).context("parsing an artifact manifest")?;
+        let Some(artifact_type) = manifest.artifact_type().as_ref().map(|t| t.to_string()) else {
+            bail!(
+                "manifest {} has no artifactType: it is not an artifact",
+                sha256_digest(&manifest_bytes)
+            );
+        };
+        let mut blobs = Vec::new();
+        for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            let digest = d.digest().to_string();
+            if blobs.iter().any(|(have, _)| *have == digest) {
+                continue;
+            }
+            let bytes = blob(&digest)?;
+            blobs.push((digest, bytes));
+        }
+        Ok(Artifact {
+            artifact_type,
+            manifest,
+            manifest_bytes,
+            blobs,
+        })
+    }
+
+    pub fn digest(&self) -> String {
+        sha256_digest(&self.manifest_bytes)
+    }
+
+    /// Its descriptor as an index or the referrers API lists it: with the
+    /// `artifactType` and the manifest's annotations.
+    pub fn descriptor(&self) -> Result<Descriptor> {
+        let annotations: BTreeMap<String, String> = self
+            .manifest
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut d = descriptor_of(
+            MediaType::ImageManifest,
+            &self.digest(),
+            self.manifest_bytes.len() as u64,
+            annotations,
+        )?;
+        d.set_artifact_type(Some(MediaType::from(self.artifact_type.as_str())));
+        Ok(d)
+    }
+}
+
+fn descriptor_of(
+    media_type: MediaType,
+    digest: &str,
+    size: u64,
+    annotations: BTreeMap<String, String>,
+) -> Result<Descriptor> {
+    let mut d = DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(digest.parse::<oci_spec::image::Digest>()?)
+        .size(size)
+        .build()?;
+    if !annotations.is_empty() {
+        d.set_annotations(Some(annotations.into_iter().collect()));
+    }
+    Ok(d)
 }
 
 /// Reads through to `inner`, hashing; at the end of the stream (or past the

@@ -7,4 +7,4 @@ pub mod image;
 pub mod name;
 pub mod reference;
 
-pub use image::{Image, Layer, LayerBlob};
+pub use image::{Artifact, ArtifactLayer, Image, Layer, LayerBlob};

@@ -12,7 +12,7 @@
 
 use crate::fsutil;
 use crate::model::digest::{hex_of, sha256_digest};
-use crate::model::{Image, Layer};
+use crate::model::{Artifact, Image, Layer};
 use anyhow::{Context, Result, bail};
 use oci_spec::image::{
     Descriptor, DescriptorBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
@@ -154,15 +154,20 @@ impl Layout {
     }
 
     /// Points `tag` at the manifest (replacing what it named before), keeping
-    /// the layout's other images.
+    /// the layout's other images, and lists `referrers` (artifacts about
+    /// the manifest, untagged, so tools that pick an image by its tag
+    /// still see one). Artifacts about an image no longer in the index go.
     pub fn set_tag(
         &self,
         manifest_digest: &str,
         manifest_size: u64,
         tag: &str,
         full_name: &str,
+        referrers: &[Descriptor],
     ) -> Result<()> {
         let mut index = self.index()?;
+        // The image and its referrers go last, in this order, also when
+        // the index listed them before (a re-assemble into the same layout).
         let mut manifests: Vec<Descriptor> = index
             .manifests()
             .iter()
@@ -172,6 +177,7 @@ impl Layout {
                     .and_then(|a| a.get(ANNOTATION_REF_NAME))
                     .map(String::as_str)
                     != Some(tag)
+                    && !referrers.iter().any(|r| r.digest() == d.digest())
             })
             .cloned()
             .collect();
@@ -184,9 +190,57 @@ impl Layout {
             ),
         ])));
         manifests.push(d);
+        for r in referrers {
+            if !manifests.iter().any(|m| m.digest() == r.digest()) {
+                manifests.push(r.clone());
+            }
+        }
+        let images: Vec<String> = manifests
+            .iter()
+            .filter(|m| m.artifact_type().is_none())
+            .map(|m| m.digest().to_string())
+            .collect();
+        manifests.retain(|m| {
+            m.artifact_type().is_none() || self.subject_of(m).is_some_and(|s| images.contains(&s))
+        });
         index.set_manifests(manifests);
         index.set_media_type(Some(MediaType::ImageIndex));
         fsutil::write_atomic(&self.root.join("index.json"), &canonical_json(&index)?)
+    }
+
+    /// The manifest an artifact listed in the index is about (None: it is
+    /// unreadable or about nothing, and goes).
+    fn subject_of(&self, d: &Descriptor) -> Option<String> {
+        let bytes = self.read_blob(d.digest().as_ref()).ok()?;
+        let m: ImageManifest = serde_json::from_slice(&bytes).ok()?;
+        m.subject().as_ref().map(|s| s.digest().to_string())
+    }
+
+    /// The artifacts the index lists about the manifest `digest`, in index order.
+    fn referrers_of(&self, index: &ImageIndex, digest: &str) -> Result<Vec<Artifact>> {
+        let mut out = Vec::new();
+        for d in index.manifests() {
+            if d.artifact_type().is_none() {
+                continue;
+            }
+            // Another image's artifacts are not read past their manifest.
+            let bytes = self.read_blob(d.digest().as_ref())?;
+            let m: ImageManifest = serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing the artifact manifest {}", d.digest()))?;
+            if m.subject()
+                .as_ref()
+                .map(|s| s.digest().to_string())
+                .as_deref()
+                != Some(digest)
+            {
+                continue;
+            }
+            out.push(
+                Artifact::read(bytes, &|blob| self.read_blob(blob))
+                    .with_context(|| format!("reading the artifact {}", d.digest()))?,
+            );
+        }
+        Ok(out)
     }
 
     /// Finds an image by tag; with no tag, the layout must hold exactly one.
@@ -228,6 +282,7 @@ impl Layout {
             })
             .collect::<Result<Vec<_>>>()?;
         let annotations = d.annotations().clone().unwrap_or_default();
+        let referrers = self.referrers_of(&self.index()?, d.digest().as_ref())?;
         Ok(Image {
             tag: annotations.get(ANNOTATION_REF_NAME).cloned(),
             name: annotations.get(ANNOTATION_CONTAINERD_NAME).cloned(),
@@ -235,6 +290,7 @@ impl Layout {
             manifest_bytes,
             config_bytes,
             layers,
+            referrers,
         })
     }
 
@@ -255,9 +311,11 @@ impl Layout {
                 t.join(", ")
             }
         };
+        // Artifacts (an SBOM) are about an image; they are not images.
         let found: Vec<&Descriptor> = index
             .manifests()
             .iter()
+            .filter(|d| d.artifact_type().is_none())
             .filter(|d| tag.is_none_or(|t| tag_of(d).as_deref() == Some(t)))
             .collect();
         match found.as_slice() {

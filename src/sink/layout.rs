@@ -1,6 +1,7 @@
 //! An OCI image layout directory as a sink: blobs first, the index last, so
 //! an interrupted write never leaves an index naming a missing blob. Other
-//! images in the layout are kept; the tag is moved to this one.
+//! images in the layout are kept; the tag is moved to this one. The
+//! image's artifacts (its SBOM) are listed in the index untagged, next to it.
 
 use super::Sink;
 use crate::model::Image;
@@ -19,6 +20,8 @@ pub struct LayoutReport {
     pub layout: PathBuf,
     pub manifest_digest: String,
     pub tag: Option<String>,
+    /// Digests of the artifacts (the SBOM) listed with the image.
+    pub referrers: Vec<String>,
 }
 
 impl Sink for LayoutSink {
@@ -33,6 +36,14 @@ impl Sink for LayoutSink {
         }
         layout.put_bytes(&image.config_bytes)?;
         layout.put_bytes(&image.manifest_bytes)?;
+        let mut referrers = Vec::new();
+        for a in &image.referrers {
+            for (_, bytes) in &a.blobs {
+                layout.put_bytes(bytes)?;
+            }
+            layout.put_bytes(&a.manifest_bytes)?;
+            referrers.push(a.descriptor()?);
+        }
         let manifest_digest = image.manifest_digest();
         if let Some(tag) = &image.tag {
             layout.set_tag(
@@ -40,12 +51,14 @@ impl Sink for LayoutSink {
                 image.manifest_bytes.len() as u64,
                 tag,
                 image.name.as_deref().unwrap_or(tag),
+                &referrers,
             )?;
         }
         Ok(LayoutReport {
             layout: self.root.clone(),
             manifest_digest,
             tag: image.tag.clone(),
+            referrers: referrers.iter().map(|d| d.digest().to_string()).collect(),
         })
     }
 }

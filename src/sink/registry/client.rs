@@ -6,7 +6,7 @@ use super::auth::Auth;
 use crate::http::{self, Client, RequestBuilder, Response, RetryPolicy, Timeouts};
 use anyhow::{Context, Result, anyhow};
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION};
 use reqwest::{Method, Url};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -230,14 +230,15 @@ impl Registry {
     }
 
     /// PUTs the manifest under `reference` (a tag or its digest); checks
-    /// the digest the registry computed against ours.
+    /// the digest the registry computed against ours. Returns the answer's
+    /// headers (`OCI-Subject` says the registry indexed a referrer).
     pub fn put_manifest(
         &self,
         reference: &str,
         media_type: &str,
         bytes: &[u8],
         digest: &str,
-    ) -> Result<()> {
+    ) -> Result<HeaderMap> {
         let url = self.url(&format!("manifests/{reference}"))?;
         let what = format!("putting the manifest as {}:{reference}", self.repo);
         let body = bytes.to_vec();
@@ -249,7 +250,28 @@ impl Registry {
                 .body(body.clone()))
         })?;
         let r = Self::expect(&what, r, &[StatusCode::CREATED, StatusCode::OK])?;
-        check_digest(&what, r.headers(), digest)
+        check_digest(&what, r.headers(), digest)?;
+        Ok(r.headers().clone())
+    }
+
+    /// GETs the manifest `reference` accepting `media_type`; None when the
+    /// registry has none (404).
+    pub fn get_manifest(&self, reference: &str, media_type: &str) -> Result<Option<Vec<u8>>> {
+        let url = self.url(&format!("manifests/{reference}"))?;
+        let what = format!("getting the manifest {}:{reference}", self.repo);
+        let r = self.execute(&what, 0, Replay::Yes, &|| {
+            Ok(self
+                .request(Method::GET, url.clone())
+                .header(ACCEPT, media_type))
+        })?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let r = Self::expect(&what, r, &[StatusCode::OK])?;
+        let bytes = r
+            .bytes()
+            .with_context(|| format!("{what}: reading the answer"))?;
+        Ok(Some(bytes.to_vec()))
     }
 }
 

@@ -3,12 +3,14 @@
 //! has is skipped, what another repository on it holds is mounted), then
 //! the config, then the manifest under each tag with its own media type;
 //! the registry's digest of every blob and of the manifest is checked
-//! against ours.
+//! against ours. The image's artifacts (its SBOM) follow as referrers
+//! (`referrers.rs`).
 
 mod auth;
 mod client;
 pub mod creds;
 mod record;
+mod referrers;
 mod upload;
 
 use super::Sink;
@@ -60,6 +62,9 @@ pub struct PushReport {
     pub blobs_mounted: usize,
     /// Requests or blobs sent again after a transient failure.
     pub retries: u64,
+    /// The image's artifacts (its SBOM), pushed after it, and how the
+    /// registry lists them.
+    pub referrers: Vec<referrers::ReferrerReport>,
     pub seconds: f64,
 }
 
@@ -79,19 +84,24 @@ impl Sink for RegistrySink {
         let tags = tags_of(r, &o.tags);
         let record = o.record.as_ref().map(|p| record::Record::load(p));
         let mut blobs = blobs_of(image);
+        let mut artifact_blobs = artifact_blobs_of(image);
         if let Some(rec) = &record {
-            for b in &mut blobs {
+            for b in blobs.iter_mut().chain(&mut artifact_blobs) {
                 b.mount_from = rec.source(&r.registry, &r.repository, &b.digest);
             }
         }
-        let reg = self.connect(&blobs)?;
+        let reg = self.connect(&[&blobs[..], &artifact_blobs[..]].concat())?;
         reg.ping()?;
         reporter.note(&format!("pushing {} to {}", digest, r.name()));
         let (config, layers) = blobs.split_last().expect("an image has a config");
         let progress = Progress {
             total: Arc::from(reporter.task(
                 &format!("push {}", r.repository),
-                Some(image.layers_size() + config.size),
+                Some(
+                    image.layers_size()
+                        + config.size
+                        + artifact_blobs.iter().map(|b| b.size).sum::<u64>(),
+                ),
                 Unit::Bytes,
             )),
             sent: Arc::new(AtomicU64::new(0)),
@@ -120,9 +130,27 @@ impl Sink for RegistrySink {
         for t in &refs {
             reg.put_manifest(t, &media_type, &image.manifest_bytes, &digest)?;
         }
+        // Referrers after their subject: a registry may check it exists.
+        outcomes.extend(push_all(
+            &reg,
+            &artifact_blobs,
+            o.jobs,
+            &chunking,
+            &progress,
+            reporter,
+        )?);
+        let referrers = image
+            .referrers
+            .iter()
+            .map(|a| referrers::put(&reg, a, &digest))
+            .collect::<Result<Vec<_>>>()?;
         progress.total.finish();
         if let Some(p) = &o.record {
-            let ds: Vec<String> = blobs.iter().map(|b| b.digest.clone()).collect();
+            let ds: Vec<String> = blobs
+                .iter()
+                .chain(&artifact_blobs)
+                .map(|b| b.digest.clone())
+                .collect();
             record::remember(p, &r.registry, &r.repository, &ds)?;
         }
         let count = |want: Outcome| outcomes.iter().filter(|(_, o)| *o == want).count();
@@ -139,6 +167,7 @@ impl Sink for RegistrySink {
             blobs_skipped: count(Outcome::Skipped),
             blobs_mounted: count(Outcome::Mounted),
             retries: reg.retries.load(Ordering::Relaxed),
+            referrers,
             seconds: started.elapsed().as_secs_f64(),
         })
     }
@@ -221,6 +250,23 @@ fn blobs_of(image: &Image) -> Vec<Blob> {
         mount_from: None,
     });
     blobs
+}
+
+/// The blobs of the image's artifacts, each digest once.
+fn artifact_blobs_of(image: &Image) -> Vec<Blob> {
+    let mut seen = BTreeSet::new();
+    image
+        .referrers
+        .iter()
+        .flat_map(|a| &a.blobs)
+        .filter(|(d, _)| seen.insert(d.clone()))
+        .map(|(d, bytes)| Blob {
+            digest: d.clone(),
+            size: bytes.len() as u64,
+            source: Source::Bytes(Arc::new(bytes.clone())),
+            mount_from: None,
+        })
+        .collect()
 }
 
 /// Pushes `blobs` with `jobs` threads taking from one queue; the first
