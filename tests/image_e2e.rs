@@ -249,6 +249,10 @@ fn a_container_starts_like_the_official_image_and_talks_to_the_peers() {
         &name,
         "--network",
         "host",
+        // Only so this test may read the server's /proc/1/environ: mariadbd
+        // is not dumpable once it runs as mysql.
+        "--cap-add",
+        "SYS_PTRACE",
         "-v",
         &vol(&secrets, "/run/secrets:ro"),
         "-v",
@@ -270,6 +274,9 @@ fn a_container_starts_like_the_official_image_and_talks_to_the_peers() {
         img,
         &format!("--port={port}"),
         "--bind-address=127.0.0.1",
+        // A buffer pool smaller than the table below, so a scan reads cold
+        // pages.
+        "--innodb-buffer-pool-size=8M",
     ]));
     let c = Container {
         host: host.clone(),
@@ -287,7 +294,9 @@ fn a_container_starts_like_the_official_image_and_talks_to_the_peers() {
     // The server is PID 1, and its environment holds no secret.
     let comm = c.exec(&["cat", "/proc/1/comm"]);
     assert_eq!(String::from_utf8_lossy(&comm.stdout).trim(), "mariadbd");
-    let environ = text(&c.exec(&["cat", "/proc/1/environ"]));
+    let environ = c.exec(&["cat", "/proc/1/environ"]);
+    assert!(environ.status.success(), "{}", text(&environ));
+    let environ = String::from_utf8_lossy(&environ.stdout).into_owned();
     let inspect = text(&run_ok(docker(&host).args(["inspect", &c.name, img])));
     let history = text(&run_ok(docker(&host).args(["history", "--no-trunc", img])));
     for (what, seen) in [
@@ -391,15 +400,31 @@ fn a_container_starts_like_the_official_image_and_talks_to_the_peers() {
         runs, "ran\n",
         "the init scripts ran on the first start only"
     );
-    // A cold buffer pool: the scan above read its pages through the Page
-    // Server.
-    let served = status(&c.query(
-        port,
-        "root",
-        &root_pw,
-        "SHOW STATUS LIKE 'Page_server_pages_served'",
-    ));
-    assert!(served > 0, "pages served after the restart: {served}");
+    // Cold reads: pages written in this run, pushed, evicted from the small
+    // buffer pool, and read back through the Page Server.
+    let sql = |q: &str| c.query(port, "root", &root_pw, q);
+    sql("CREATE TABLE app.big (id INT PRIMARY KEY, v VARCHAR(1000)) ENGINE=InnoDB");
+    sql(
+        "INSERT INTO app.big SELECT seq, REPEAT(CHAR(97 + seq % 26), 1000) FROM app.seq_1_to_20000",
+    );
+    sql("SET GLOBAL innodb_max_dirty_pages_pct = 0");
+    let counter = |name: &str| status(&sql(&format!("SHOW STATUS LIKE '{name}'")));
+    eventually(
+        Duration::from_secs(90),
+        "the big table's pages pushed",
+        || counter("Page_server_pages_pushed") > 1000,
+    );
+    let served = counter("Page_server_pages_served");
+    assert_eq!(
+        sql("SELECT COUNT(*), SUM(LENGTH(v)) FROM app.big"),
+        "20000\t20000000"
+    );
+    let served_now = counter("Page_server_pages_served");
+    assert!(
+        served_now > served,
+        "pages served by the cold scan: {served} -> {served_now}\n{}",
+        sql("SHOW STATUS LIKE 'Page_server%'")
+    );
     run_ok(docker(&host).args(["stop", "-t", "60", &c.name]));
     assert_eq!(c.inspect("{{.State.ExitCode}}"), "0");
 }
