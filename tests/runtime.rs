@@ -167,6 +167,28 @@ fn tiny_packages(dir: &Path) -> Vec<PathBuf> {
     vec![a, b, c]
 }
 
+/// `mpsi fetch --from DEBS` for the lock in `dir`.
+fn fetch_debs(store: &Path, dir: &Path, debs: &Path) {
+    run_ok(
+        mpsi(store)
+            .args(["fetch", "--lock"])
+            .arg(dir.join("mpsi.lock"))
+            .arg("--from")
+            .arg(debs),
+    );
+}
+
+/// `mpsi assemble SPEC -o DIR/oci`, which must fail: its exit code and what it said.
+fn assemble_fails(store: &Path, spec: &Path, dir: &Path) -> (i32, String) {
+    run_fail(
+        mpsi(store)
+            .arg("assemble")
+            .arg(spec)
+            .arg("-o")
+            .arg(dir.join("oci")),
+    )
+}
+
 #[test]
 fn packages_become_a_merged_usr_layer_with_a_dpkg_database() {
     let tmp = tempfile::tempdir().unwrap();
@@ -175,13 +197,7 @@ fn packages_become_a_merged_usr_layer_with_a_dpkg_database() {
     let debs = tiny_packages(&debs_dir);
     let spec = lock_and_spec(tmp.path(), &debs);
     let store = tmp.path().join("store");
-    run_ok(
-        mpsi(&store)
-            .args(["fetch", "--lock"])
-            .arg(tmp.path().join("mpsi.lock"))
-            .arg("--from")
-            .arg(&debs_dir),
-    );
+    fetch_debs(&store, tmp.path(), &debs_dir);
     let layout = tmp.path().join("oci");
     let report = assemble(&store, &spec, &layout);
 
@@ -249,13 +265,7 @@ fn excluded_paths_leave_the_layer_and_the_dpkg_database() {
         "exclude = [\"usr/share/doc/**\"]\nkeep = [\"usr/share/doc/*/copyright\"]\n",
     );
     let store = tmp.path().join("store");
-    run_ok(
-        mpsi(&store)
-            .args(["fetch", "--lock"])
-            .arg(tmp.path().join("mpsi.lock"))
-            .arg("--from")
-            .arg(&debs_dir),
-    );
+    fetch_debs(&store, tmp.path(), &debs_dir);
     let layout = tmp.path().join("oci");
     let report = assemble(&store, &spec, &layout);
     let root = tmp.path().join("root");
@@ -303,30 +313,12 @@ fn two_packages_shipping_one_path_differently_is_an_error_naming_both() {
     let store = tmp.path().join("store");
 
     let spec = lock_and_spec(tmp.path(), &[a.clone(), same]);
-    run_ok(
-        mpsi(&store)
-            .args(["fetch", "--lock"])
-            .arg(tmp.path().join("mpsi.lock"))
-            .arg("--from")
-            .arg(&debs_dir),
-    );
+    fetch_debs(&store, tmp.path(), &debs_dir);
     assemble(&store, &spec, &tmp.path().join("ok"));
 
     let spec = lock_and_spec(tmp.path(), &[a, b]);
-    run_ok(
-        mpsi(&store)
-            .args(["fetch", "--lock"])
-            .arg(tmp.path().join("mpsi.lock"))
-            .arg("--from")
-            .arg(&debs_dir),
-    );
-    let (_, err) = run_fail(
-        mpsi(&store)
-            .arg("assemble")
-            .arg(&spec)
-            .arg("-o")
-            .arg(tmp.path().join("oci")),
-    );
+    fetch_debs(&store, tmp.path(), &debs_dir);
+    let (_, err) = assemble_fails(&store, &spec, tmp.path());
     assert!(
         err.contains("/usr/bin/tool")
             && err.contains("package one 1.0-1")
@@ -648,13 +640,7 @@ fn package_setid_and_world_writable_bits_are_dropped_and_listed() {
     let debs = vec![risky_package(&debs_dir)];
     let spec = lock_and_spec(tmp.path(), &debs);
     let store = tmp.path().join("store");
-    run_ok(
-        mpsi(&store)
-            .args(["fetch", "--lock"])
-            .arg(tmp.path().join("mpsi.lock"))
-            .arg("--from")
-            .arg(&debs_dir),
-    );
+    fetch_debs(&store, tmp.path(), &debs_dir);
     let layout = tmp.path().join("oci");
     let report = assemble(&store, &spec, &layout);
     let changed: Vec<String> = report["permissions"]["changed"]
@@ -757,20 +743,8 @@ fn with_accounts_every_package_owner_and_account_file_is_checked() {
 [[layer.accounts.user]]\nname = \"root\"\nuid = 0\ngroup = \"root\"\nhome = \"/root\"\nshell = \"/bin/hello\"\n";
     let spec = lock_and_spec_with(tmp.path(), &debs, accounts);
     let store = tmp.path().join("store");
-    run_ok(
-        mpsi(&store)
-            .args(["fetch", "--lock"])
-            .arg(tmp.path().join("mpsi.lock"))
-            .arg("--from")
-            .arg(&debs_dir),
-    );
-    let (_, err) = run_fail(
-        mpsi(&store)
-            .arg("assemble")
-            .arg(&spec)
-            .arg("-o")
-            .arg(tmp.path().join("oci")),
-    );
+    fetch_debs(&store, tmp.path(), &debs_dir);
+    let (_, err) = assemble_fails(&store, &spec, tmp.path());
     for want in [
         "image.toml:",
         "/etc/passwd (layer \"runtime\", package p 1.0-1",
