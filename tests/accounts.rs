@@ -271,14 +271,7 @@ fn unpack(layout: &Path, report: &serde_json::Value, dest: &Path) {
 
 /// Assembling `spec` fails; returns stderr.
 fn fails(tmp: &Path, spec: &Path) -> String {
-    run_fail(
-        mpsi(&tmp.join("store"))
-            .arg("assemble")
-            .arg(spec)
-            .arg("-o")
-            .arg(tmp.join("oci-fail")),
-    )
-    .1
+    assemble_fails(&tmp.join("store"), spec, tmp).1
 }
 
 #[test]

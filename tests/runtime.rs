@@ -178,17 +178,6 @@ fn fetch_debs(store: &Path, dir: &Path, debs: &Path) {
     );
 }
 
-/// `mpsi assemble SPEC -o DIR/oci`, which must fail: its exit code and what it said.
-fn assemble_fails(store: &Path, spec: &Path, dir: &Path) -> (i32, String) {
-    run_fail(
-        mpsi(store)
-            .arg("assemble")
-            .arg(spec)
-            .arg("-o")
-            .arg(dir.join("oci")),
-    )
-}
-
 #[test]
 fn packages_become_a_merged_usr_layer_with_a_dpkg_database() {
     let tmp = tempfile::tempdir().unwrap();

@@ -359,6 +359,17 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Runs a command that must fail; returns (exit code, stderr).
+/// `mpsi assemble SPEC -o DIR/oci`, which must fail: its exit code and what it said.
+pub fn assemble_fails(store: &Path, spec: &Path, dir: &Path) -> (i32, String) {
+    run_fail(
+        mpsi(store)
+            .arg("assemble")
+            .arg(spec)
+            .arg("-o")
+            .arg(dir.join("oci")),
+    )
+}
+
 pub fn run_fail(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().expect("spawn");
     assert!(
