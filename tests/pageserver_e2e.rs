@@ -384,6 +384,39 @@ fn read_path_serves_verified_pages_and_falls_back_safely() {
     assert!(s.counter("Page_server_errors") > errors);
     ps.faults().oversized_body = None;
 
+    // Chunked answers (issue 8, defect 8): well framed, they are served;
+    // chunk data not followed by CRLF is broken framing, refused as a
+    // transport failure although the bytes would decode. First the
+    // backoff the oversized answers opened must be over.
+    wait_for("the Page Server connected again", 30, || {
+        s.status("Page_server_state") == "connected"
+    });
+    ps.faults().chunked_get_page = true;
+    let served = s.counter("Page_server_pages_served");
+    s.sql("UPDATE t.a SET v = REPEAT(CHAR(97 + id % 26), 1000)");
+    s.flush_all();
+    assert_eq!(s.sql(SCAN), expected_scan(true));
+    assert!(
+        s.counter("Page_server_pages_served") > served + 100,
+        "chunked answers are served"
+    );
+    ps.faults().bad_chunk_terminator = true;
+    let (served, errors) = (
+        s.counter("Page_server_pages_served"),
+        s.counter("Page_server_errors"),
+    );
+    s.sql("UPDATE t.a SET v = REPEAT(CHAR(65 + id % 26), 1000)");
+    s.flush_all();
+    assert_eq!(s.sql(SCAN), expected_scan(false));
+    assert_eq!(
+        s.counter("Page_server_pages_served"),
+        served,
+        "a chunk not ended by CRLF was used"
+    );
+    assert!(s.counter("Page_server_errors") > errors);
+    ps.faults().chunked_get_page = false;
+    ps.faults().bad_chunk_terminator = false;
+
     // Page Server down: queries still succeed from local pages.
     ps.stop();
     let fb = s.counter("Page_server_fallbacks");

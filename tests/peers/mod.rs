@@ -48,6 +48,12 @@ pub struct Faults {
     pub get_page_delay: Option<Duration>,
     /// Pad every `get_page` answer with this many bytes of junk.
     pub oversized_body: Option<usize>,
+    /// Frame `get_page` answers with `Transfer-Encoding: chunked` (in two
+    /// chunks) instead of `Content-Length`.
+    pub chunked_get_page: bool,
+    /// With `chunked_get_page`: end each chunk's data with two bytes that
+    /// are not CRLF (broken framing a client must refuse).
+    pub bad_chunk_terminator: bool,
     /// Safekeeper: reject (400) a chunk that starts after its end.
     pub reject_gaps: bool,
     /// Safekeeper: report `get_latest_lsn` this far beyond its real end
@@ -262,14 +268,30 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             .headers
             .get("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        write!(
-            writer,
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
-            reason(status),
-            body.len(),
-            if close { "Connection: close\r\n" } else { "" }
-        )?;
-        writer.write_all(&body)?;
+        let connection = if close { "Connection: close\r\n" } else { "" };
+        if faults.chunked_get_page && req.path == "/api/v1/get_page" {
+            write!(
+                writer,
+                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n{connection}\r\n",
+                reason(status),
+            )?;
+            let end: &[u8] = if faults.bad_chunk_terminator { b"XX" } else { b"\r\n" };
+            let (a, b) = body.split_at(body.len() / 2);
+            for chunk in [a, b] {
+                write!(writer, "{:x}\r\n", chunk.len())?;
+                writer.write_all(chunk)?;
+                writer.write_all(end)?;
+            }
+            writer.write_all(b"0\r\n\r\n")?;
+        } else {
+            write!(
+                writer,
+                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{connection}\r\n",
+                reason(status),
+                body.len(),
+            )?;
+            writer.write_all(&body)?;
+        }
         writer.flush()?;
         if close || !shared.running.load(Ordering::SeqCst) {
             return Ok(());
