@@ -287,6 +287,28 @@ fn expected_scan(updated: bool) -> String {
 
 const SCAN: &str = "SELECT COUNT(*), SUM(CRC32(v)) FROM t.a";
 
+/// Rewrites every row (lower-case letters when `updated`), flushes, scans,
+/// and asserts that the scan is right, that no Page Server answer was used
+/// (`what` names the faulty answers) and that refusing them counted errors.
+fn rewrite_and_scan_refusing_every_answer(s: &Server<'_>, updated: bool, what: &str) {
+    let (served, errors) = (
+        s.counter("Page_server_pages_served"),
+        s.counter("Page_server_errors"),
+    );
+    let first = if updated { 97 } else { 65 };
+    s.sql(&format!(
+        "UPDATE t.a SET v = REPEAT(CHAR({first} + id % 26), 1000)"
+    ));
+    s.flush_all();
+    assert_eq!(s.sql(SCAN), expected_scan(updated));
+    assert_eq!(
+        s.counter("Page_server_pages_served"),
+        served,
+        "{what} was used"
+    );
+    assert!(s.counter("Page_server_errors") > errors);
+}
+
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn read_path_serves_verified_pages_and_falls_back_safely() {
@@ -369,19 +391,7 @@ fn read_path_serves_verified_pages_and_falls_back_safely() {
     // defect 5): the Page Server cannot make a reading thread allocate
     // more than a few page sizes.
     ps.faults().oversized_body = Some(1 << 20);
-    let (served, errors) = (
-        s.counter("Page_server_pages_served"),
-        s.counter("Page_server_errors"),
-    );
-    s.sql("UPDATE t.a SET v = REPEAT(CHAR(65 + id % 26), 1000)");
-    s.flush_all();
-    assert_eq!(s.sql(SCAN), expected_scan(false));
-    assert_eq!(
-        s.counter("Page_server_pages_served"),
-        served,
-        "an oversized answer was used"
-    );
-    assert!(s.counter("Page_server_errors") > errors);
+    rewrite_and_scan_refusing_every_answer(&s, false, "an oversized answer");
     ps.faults().oversized_body = None;
 
     // Chunked answers (issue 8, defect 8): well framed, they are served;
@@ -401,19 +411,7 @@ fn read_path_serves_verified_pages_and_falls_back_safely() {
         "chunked answers are served"
     );
     ps.faults().bad_chunk_terminator = true;
-    let (served, errors) = (
-        s.counter("Page_server_pages_served"),
-        s.counter("Page_server_errors"),
-    );
-    s.sql("UPDATE t.a SET v = REPEAT(CHAR(65 + id % 26), 1000)");
-    s.flush_all();
-    assert_eq!(s.sql(SCAN), expected_scan(false));
-    assert_eq!(
-        s.counter("Page_server_pages_served"),
-        served,
-        "a chunk not ended by CRLF was used"
-    );
-    assert!(s.counter("Page_server_errors") > errors);
+    rewrite_and_scan_refusing_every_answer(&s, false, "a chunk not ended by CRLF");
     ps.faults().chunked_get_page = false;
     ps.faults().bad_chunk_terminator = false;
 

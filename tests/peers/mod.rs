@@ -275,7 +275,11 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n{connection}\r\n",
                 reason(status),
             )?;
-            let end: &[u8] = if faults.bad_chunk_terminator { b"XX" } else { b"\r\n" };
+            let end: &[u8] = if faults.bad_chunk_terminator {
+                b"XX"
+            } else {
+                b"\r\n"
+            };
             let (a, b) = body.split_at(body.len() / 2);
             for chunk in [a, b] {
                 write!(writer, "{:x}\r\n", chunk.len())?;
