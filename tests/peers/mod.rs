@@ -268,13 +268,14 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             .headers
             .get("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let connection = if close { "Connection: close\r\n" } else { "" };
+        write!(
+            writer,
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\n{}",
+            reason(status),
+            if close { "Connection: close\r\n" } else { "" }
+        )?;
         if faults.chunked_get_page && req.path == "/api/v1/get_page" {
-            write!(
-                writer,
-                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n{connection}\r\n",
-                reason(status),
-            )?;
+            writer.write_all(b"Transfer-Encoding: chunked\r\n\r\n")?;
             let end: &[u8] = if faults.bad_chunk_terminator {
                 b"XX"
             } else {
@@ -288,12 +289,7 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             }
             writer.write_all(b"0\r\n\r\n")?;
         } else {
-            write!(
-                writer,
-                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{connection}\r\n",
-                reason(status),
-                body.len(),
-            )?;
+            write!(writer, "Content-Length: {}\r\n\r\n", body.len())?;
             writer.write_all(&body)?;
         }
         writer.flush()?;
