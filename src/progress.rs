@@ -15,6 +15,11 @@ pub trait Reporter: Sync {
     fn task(&self, label: &str, total: Option<u64>, unit: Unit) -> Box<dyn Task>;
     /// A one-line status message ("unpacking ...", "configuring ...").
     fn note(&self, message: &str);
+    /// Something the user should know even when no progress is shown
+    /// (a fallback taken, a layer sent in another form).
+    fn warn(&self, message: &str) {
+        self.note(message)
+    }
 }
 
 /// One task's progress; dropping it without `finish` clears it too.
@@ -26,7 +31,7 @@ pub trait Task: Send + Sync {
     fn finish(&self);
 }
 
-/// Reports nothing (tests, `--json`, output that is not a terminal).
+/// Reports nothing (library tests; the CLI shows warnings on its own).
 pub struct Quiet;
 
 struct QuietTask;

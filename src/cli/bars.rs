@@ -19,6 +19,20 @@ impl Default for Bars {
 
 struct Bar(ProgressBar);
 
+/// No progress (`--json`, or stderr is not a terminal), but warnings still
+/// go to stderr.
+pub struct WarningsOnly;
+
+impl Reporter for WarningsOnly {
+    fn task(&self, label: &str, total: Option<u64>, unit: Unit) -> Box<dyn Task> {
+        crate::progress::Quiet.task(label, total, unit)
+    }
+    fn note(&self, _: &str) {}
+    fn warn(&self, message: &str) {
+        eprintln!("mpsi: {message}");
+    }
+}
+
 impl Reporter for Bars {
     fn task(&self, label: &str, total: Option<u64>, unit: Unit) -> Box<dyn Task> {
         let bar = self.multi.add(ProgressBar::with_draw_target(

@@ -505,12 +505,13 @@ fn source_date_epoch_env() -> Result<Option<u64>> {
     }
 }
 
-/// Progress bars when stderr is a terminal and the output is for humans.
+/// Progress bars when stderr is a terminal and the output is for humans;
+/// warnings on stderr either way.
 fn reporter(json: bool) -> Box<dyn progress::Reporter> {
     if progress(json) {
         Box::new(bars::Bars::default())
     } else {
-        Box::new(progress::Quiet)
+        Box::new(bars::WarningsOnly)
     }
 }
 

@@ -8,6 +8,7 @@
 //! sorted and carry fixed metadata, so the archive is reproducible too.
 
 use super::Sink;
+use crate::model::compression::Compression;
 use crate::model::digest::HashingWriter;
 use crate::model::{Image, Layer, name};
 use crate::oci::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
@@ -16,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use oci_spec::image::{ImageIndexBuilder, MediaType};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use tar::{EntryType, Header};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -75,7 +76,7 @@ impl<W: Write> Sink for ArchiveSink<W> {
     fn send(&mut self, img: &Image, reporter: &dyn Reporter) -> Result<ExportReport> {
         let out = self.out.take().context("the archive was already written")?;
         let mut counted = HashingWriter::new(out);
-        write_archive(&mut counted, img, self.format, ZstdLayers::Keep, reporter)?;
+        write_archive(&mut counted, img, self.format, PlainLayers::None, reporter)?;
         let (out, digest, bytes) = counted.finish();
         self.out = Some(out);
         Ok(ExportReport {
@@ -95,17 +96,53 @@ fn blob_name(digest: &str) -> Result<String> {
     ))
 }
 
-/// How zstd layers go into a docker-archive.
+/// Which compressed layers go into a docker-archive as plain tar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ZstdLayers {
-    /// As they are (engines from Docker 23 on read zstd).
-    Keep,
-    /// As plain tar, for engines that cannot read zstd (Docker 20.10).
-    Decompress,
+pub enum PlainLayers {
+    /// None: every layer as stored (a file for any reader).
+    None,
+    /// zstd layers only: engines before Docker 23 cannot read zstd.
+    Zstd,
+    /// Every compressed layer. An engine with the classic image store
+    /// decompresses each layer on its own critical path after it has
+    /// received the whole archive; given plain tar it skips that, and the
+    /// decompression here overlaps the upload (see `benches/load.sh`).
+    All,
 }
 
-fn is_zstd(l: &Layer) -> bool {
-    l.media_type().ends_with("+zstd")
+/// How a layer blob is compressed, from its media type (OCI or Docker).
+fn compression_of(l: &Layer) -> Option<Compression> {
+    let t = l.media_type();
+    if t.ends_with("+gzip") || t.ends_with(".tar.gzip") {
+        Some(Compression::Gzip)
+    } else if t.ends_with("+zstd") || t.ends_with(".tar.zstd") {
+        Some(Compression::Zstd)
+    } else {
+        None
+    }
+}
+
+impl PlainLayers {
+    /// Does this layer go in decompressed?
+    pub fn applies_to(self, l: &Layer) -> bool {
+        matches!(
+            (self, compression_of(l)),
+            (PlainLayers::All, Some(_)) | (PlainLayers::Zstd, Some(Compression::Zstd))
+        )
+    }
+}
+
+/// A gzip layer's plain size, as its gzip trailer (ISIZE) gave it, turned
+/// out wrong while it streamed: a multi-member gzip, or a layer of 4 GiB
+/// or more (ISIZE is the size modulo 2^32). The archive is unusable; send
+/// the layers as stored instead.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "layer {digest}: its gzip trailer gives {trailer} plain bytes, but it decompresses to more or fewer"
+)]
+pub struct TrailerSizeWrong {
+    pub digest: String,
+    pub trailer: u64,
 }
 
 /// What one blob entry of the archive holds.
@@ -113,14 +150,14 @@ enum Blob<'a> {
     Bytes(&'a [u8]),
     /// The layer blob as stored (verified while it streams).
     Layer(&'a Layer),
-    /// The zstd layer decompressed: its content is the diff_id's.
+    /// The layer decompressed: its content is the diff_id's.
     Plain(&'a Layer),
 }
 
 /// Writes the archive. One path for every archive mpsi makes: `export`
 /// writes it to a file, the Docker sink into the engine's load request.
 ///
-/// With `ZstdLayers::Decompress` and zstd layers, the docker-archive is
+/// With plain layers (`PlainLayers`), the docker-archive is
 /// Docker's own form only (manifest.json, no OCI index): the plain layers
 /// are no longer the blobs the OCI manifest names, and only engines that
 /// read manifest.json get that form. Each such layer is named by its
@@ -129,12 +166,11 @@ pub fn write_archive<W: Write>(
     out: W,
     img: &Image,
     format: ArchiveFormat,
-    zstd: ZstdLayers,
+    plain: PlainLayers,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    let docker_only = format == ArchiveFormat::DockerArchive
-        && zstd == ZstdLayers::Decompress
-        && img.layers.iter().any(is_zstd);
+    let docker_only =
+        format == ArchiveFormat::DockerArchive && img.layers.iter().any(|l| plain.applies_to(l));
     let mut tar = tar::Builder::new(out);
     if !docker_only {
         add(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -144,13 +180,13 @@ pub fn write_archive<W: Write>(
         let docker = serde_json::json!([{
             "Config": blob_name(&img.config_digest())?,
             "RepoTags": img.name.iter().map(|n| name::familiar_name(n)).collect::<Vec<_>>(),
-            "Layers": img.layers.iter().map(|l| Ok(layer_blob(l, docker_only)?.0)).collect::<Result<Vec<_>>>()?,
+            "Layers": img.layers.iter().map(|l| Ok(layer_blob(l, docker_only, plain)?.0)).collect::<Result<Vec<_>>>()?,
         }]);
         add(&mut tar, "manifest.json", &serde_json::to_vec(&docker)?)?;
     }
     dir(&mut tar, "blobs/")?;
     dir(&mut tar, "blobs/sha256/")?;
-    let blobs = blob_entries(img, docker_only)?;
+    let blobs = blob_entries(img, docker_only, plain)?;
     let task = reporter.task("archive", Some(img.layers_size()), Unit::Bytes);
     for (name, blob) in blobs {
         match blob {
@@ -173,8 +209,8 @@ pub fn write_archive<W: Write>(
 }
 
 /// A layer's entry name, and whether it goes in decompressed.
-fn layer_blob(l: &Layer, docker_only: bool) -> Result<(String, bool)> {
-    if docker_only && is_zstd(l) {
+fn layer_blob(l: &Layer, docker_only: bool, plain: PlainLayers) -> Result<(String, bool)> {
+    if docker_only && plain.applies_to(l) {
         Ok((blob_name(&l.diff_id)?, true))
     } else {
         Ok((blob_name(&l.digest())?, false))
@@ -183,7 +219,11 @@ fn layer_blob(l: &Layer, docker_only: bool) -> Result<(String, bool)> {
 
 /// The blob entries in name (digest) order, each once: manifest and config
 /// from memory (verified when the image was read), layers from their files.
-fn blob_entries(img: &Image, docker_only: bool) -> Result<Vec<(String, Blob<'_>)>> {
+fn blob_entries(
+    img: &Image,
+    docker_only: bool,
+    plain: PlainLayers,
+) -> Result<Vec<(String, Blob<'_>)>> {
     let mut blobs: Vec<(String, Blob)> = Vec::new();
     if !docker_only {
         let manifest = Blob::Bytes(&img.manifest_bytes);
@@ -192,10 +232,10 @@ fn blob_entries(img: &Image, docker_only: bool) -> Result<Vec<(String, Blob<'_>)
     let config = Blob::Bytes(&img.config_bytes);
     blobs.push((blob_name(&img.config_digest())?, config));
     for l in &img.layers {
-        let (name, plain) = layer_blob(l, docker_only)?;
+        let (name, decompressed) = layer_blob(l, docker_only, plain)?;
         blobs.push((
             name,
-            if plain {
+            if decompressed {
                 Blob::Plain(l)
             } else {
                 Blob::Layer(l)
@@ -207,27 +247,107 @@ fn blob_entries(img: &Image, docker_only: bool) -> Result<Vec<(String, Blob<'_>)
     Ok(blobs)
 }
 
-/// A zstd layer as plain tar. A tar entry states its size before its
-/// bytes, so the layer is decompressed twice: once to learn its size (and
-/// check it against the diff_id), once into the archive. No temp file, and
-/// zstd decompresses at several hundred MB/s, so this costs little next to
-/// the engine's own work.
+/// A compressed layer as plain tar. A tar entry states its size before
+/// its bytes. gzip keeps the plain size (mod 2^32) in its trailer: that
+/// size is trusted, and checked as the layer streams (`TrailerSizeWrong`
+/// if it was wrong); the engine checks the content against the diff_id
+/// itself, so it is not hashed here a second time. zstd frames need not
+/// say their size, so a zstd layer is decompressed twice: once to learn
+/// its size (and check its diff_id), once into the archive (no temp file;
+/// zstd decompresses at several hundred MB/s).
 fn add_decompressed<W: Write>(tar: &mut tar::Builder<W>, name: &str, l: &Layer) -> Result<()> {
     let what = || format!("decompressing layer {}", l.digest());
-    let mut counted = HashingWriter::new(std::io::sink());
-    std::io::copy(&mut zstd::Decoder::new(l.open()?)?, &mut counted).with_context(what)?;
-    let (_, diff_id, size) = counted.finish();
-    if diff_id != l.diff_id {
-        bail!(
-            "layer {} decompresses to {diff_id}, but the image config says its diff_id is {}",
-            l.digest(),
-            l.diff_id
-        );
-    }
+    let (size, from_trailer) = match compression_of(l) {
+        Some(Compression::Gzip) => (gzip_trailer_size(l).with_context(what)?, true),
+        _ => {
+            let mut counted = HashingWriter::new(std::io::sink());
+            std::io::copy(&mut decoder(l)?, &mut counted).with_context(what)?;
+            let (_, diff_id, size) = counted.finish();
+            if diff_id != l.diff_id {
+                bail!(
+                    "layer {} decompresses to {diff_id}, but the image config says its diff_id is {}",
+                    l.digest(),
+                    l.diff_id
+                );
+            }
+            (size, false)
+        }
+    };
     let mut h = header(EntryType::Regular, size, 0o644);
-    tar.append_data(&mut h, name, zstd::Decoder::new(l.open()?)?)
-        .with_context(what)?;
+    let mut exact = ExactPlain {
+        inner: decoder(l)?,
+        left: size,
+        wrong_size: false,
+    };
+    let appended = tar.append_data(&mut h, name, &mut exact);
+    if exact.wrong_size {
+        if from_trailer {
+            return Err(TrailerSizeWrong {
+                digest: l.digest(),
+                trailer: size,
+            }
+            .into());
+        }
+        bail!("layer {} changed while it was decompressed", l.digest());
+    }
+    appended.with_context(what)?;
     Ok(())
+}
+
+/// The layer's plain bytes, from its verified compressed blob.
+fn decoder(l: &Layer) -> Result<Box<dyn Read>> {
+    let blob = l.open()?;
+    Ok(match compression_of(l) {
+        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+        Some(Compression::Zstd) => Box::new(zstd::Decoder::new(blob)?),
+        _ => Box::new(blob),
+    })
+}
+
+/// ISIZE, the last 4 bytes of a gzip member: its plain size mod 2^32.
+fn gzip_trailer_size(l: &Layer) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(&l.path)?;
+    f.seek(SeekFrom::End(-4))?;
+    let mut isize = [0u8; 4];
+    f.read_exact(&mut isize)?;
+    Ok(u32::from_le_bytes(isize) as u64)
+}
+
+/// Yields exactly `left` bytes of `inner`, and fails (setting
+/// `wrong_size`) if `inner` has fewer or more: a tar entry must hold the
+/// size its header said.
+struct ExactPlain<R> {
+    inner: R,
+    left: u64,
+    wrong_size: bool,
+}
+
+impl<R: Read> Read for ExactPlain<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let wrong = |s: &mut Self| {
+            s.wrong_size = true;
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the plain layer's size is not the one its tar header says",
+            )
+        };
+        if self.left == 0 {
+            // The header's size is reached: the layer must end here too.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(wrong(self)),
+            };
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(wrong(self));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// An index with just this image, named as in its layout.
@@ -270,4 +390,72 @@ fn dir<W: Write>(tar: &mut tar::Builder<W>, name: &str) -> Result<()> {
     let mut h = header(EntryType::Directory, 0, 0o755);
     tar.append_data(&mut h, name, std::io::empty())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(data: &[u8], size: u64) -> (std::io::Result<Vec<u8>>, bool) {
+        let mut r = ExactPlain {
+            inner: data,
+            left: size,
+            wrong_size: false,
+        };
+        let mut out = Vec::new();
+        let res = r.read_to_end(&mut out).map(|_| out);
+        (res, r.wrong_size)
+    }
+
+    #[test]
+    fn a_plain_entry_must_hold_exactly_its_header_size() {
+        let data = b"plain layer bytes".repeat(1000);
+        let (ok, wrong) = exact(&data, data.len() as u64);
+        assert_eq!(ok.unwrap(), data);
+        assert!(!wrong);
+        // The trailer said less than the layer holds, or more.
+        for size in [data.len() as u64 - 1, data.len() as u64 + 1, 0] {
+            let (res, wrong) = exact(&data, size);
+            assert!(res.is_err() && wrong, "size {size} was accepted");
+        }
+    }
+
+    /// What `add_decompressed` trusts: ISIZE is the size of the last
+    /// member only, so a two-member gzip gives a wrong size (and the check
+    /// above catches it).
+    #[test]
+    fn the_gzip_trailer_gives_the_plain_size_of_one_member() {
+        use flate2::{Compression as Level, write::GzEncoder};
+        let gz = |data: &[u8]| {
+            let mut e = GzEncoder::new(Vec::new(), Level::new(6));
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let layer = |name: &str, bytes: &[u8]| Layer {
+            descriptor: oci_spec::image::DescriptorBuilder::default()
+                .media_type(MediaType::ImageLayerGzip)
+                .digest(
+                    crate::model::digest::sha256_digest(bytes)
+                        .parse::<oci_spec::image::Digest>()
+                        .unwrap(),
+                )
+                .size(bytes.len() as u64)
+                .build()
+                .unwrap(),
+            diff_id: String::new(),
+            path: {
+                let p = dir.path().join(name);
+                std::fs::write(&p, bytes).unwrap();
+                p
+            },
+        };
+        let data = vec![7u8; 300_000];
+        assert_eq!(
+            gzip_trailer_size(&layer("one", &gz(&data))).unwrap(),
+            300_000
+        );
+        let two = [gz(&data[..100_000]), gz(&data[100_000..])].concat();
+        assert_eq!(gzip_trailer_size(&layer("two", &two)).unwrap(), 200_000);
+    }
 }

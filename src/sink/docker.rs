@@ -5,14 +5,18 @@
 //! (`archive::write_archive`), written straight into the chunked request
 //! body on the socket (`http1`: why a small client of our own, there).
 //!
-//! zstd layers: engines before Docker 23 (API 1.42) cannot read them. For
-//! those the archive carries the zstd layers decompressed to plain tar
-//! (their diff_ids are unchanged, being digests of the plain tar) in
-//! Docker's manifest.json form only. Newer engines get the layers as they
-//! are.
+//! Plain layers: an engine with the classic image store (every engine but
+//! one on the containerd store) gets every layer decompressed to plain
+//! tar, in Docker's manifest.json form only (the diff_ids are unchanged,
+//! being digests of the plain tar). It untars the whole archive before it
+//! unpacks any layer, so a layer it must decompress itself costs its own
+//! time, while ours overlaps the upload (`benches/load.sh` measures it).
+//! This also covers zstd on engines before Docker 23 (API 1.42), which
+//! cannot read it. The containerd store keeps the blobs it is given, so it
+//! gets them as they are.
 
 use super::Sink;
-use super::archive::{ArchiveFormat, ZstdLayers, write_archive};
+use super::archive::{ArchiveFormat, PlainLayers, TrailerSizeWrong, write_archive};
 use super::http1::{self, ChunkedWriter, Response, Stream};
 use crate::model::Image;
 use crate::progress::Reporter;
@@ -111,7 +115,7 @@ pub struct LoadReport {
     /// The engine's image ID (the config digest).
     pub image_id: String,
     pub manifest_digest: String,
-    /// zstd layers sent as plain tar because the engine cannot read zstd.
+    /// Layers sent as plain tar (see the module comment).
     pub layers_decompressed: usize,
     /// Archive bytes sent to the engine.
     pub bytes: u64,
@@ -127,25 +131,43 @@ impl Sink for DockerSink {
             endpoint: self.endpoint.clone(),
         };
         let api = engine.ping()?;
-        let zstd = if api_at_least(&api, ZSTD_API) {
-            ZstdLayers::Keep
+        let zstd_ok = api_at_least(&api, ZSTD_API);
+        let mut plain = if engine.has_classic_store(&api)? {
+            PlainLayers::All
+        } else if zstd_ok {
+            PlainLayers::None
         } else {
-            ZstdLayers::Decompress
+            PlainLayers::Zstd
         };
-        let decompressed = match zstd {
-            ZstdLayers::Keep => 0,
-            ZstdLayers::Decompress => image
+        let (loaded, bytes, decompressed) = loop {
+            let decompressed = image.layers.iter().filter(|l| plain.applies_to(l)).count();
+            match engine.load(&api, image, plain, reporter) {
+                Ok((loaded, bytes)) => break (loaded, bytes, decompressed),
+                Err(e)
+                    if plain == PlainLayers::All
+                        && e.downcast_ref::<TrailerSizeWrong>().is_some() =>
+                {
+                    reporter.warn(&format!("{e:#}: sending the layers as stored"));
+                    plain = if zstd_ok {
+                        PlainLayers::None
+                    } else {
+                        PlainLayers::Zstd
+                    };
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if !zstd_ok
+            && image
                 .layers
                 .iter()
-                .filter(|l| l.media_type().ends_with("+zstd"))
-                .count(),
-        };
-        if decompressed > 0 {
-            reporter.note(&format!(
-                "the engine (API {api}) cannot read zstd: sending {decompressed} layer(s) as plain tar"
+                .any(|l| l.media_type().ends_with("+zstd"))
+        {
+            reporter.warn(&format!(
+                "the engine (API {api}) cannot read zstd: its zstd layers went as plain tar"
             ));
         }
-        let (Loaded { names, id }, bytes) = engine.load(&api, image, zstd, reporter)?;
+        let Loaded { names, id } = loaded;
         let image_id = match (id, names.first()) {
             (Some(id), _) => id,
             (None, Some(name)) => engine.image_id(&api, name)?,
@@ -217,6 +239,25 @@ impl Engine {
             })
     }
 
+    /// Does the engine keep images in its classic store (layers unpacked
+    /// by a graph driver), not the containerd store (which keeps blobs)?
+    /// `GET /info`: the containerd store reports the driver type
+    /// `io.containerd.snapshotter.v1` in DriverStatus.
+    fn has_classic_store(&self, api: &str) -> Result<bool> {
+        let resp = check_status(self.get(&format!("/v{api}/info"))?, "GET /info")?;
+        let info: serde_json::Value =
+            serde_json::from_reader(resp.body).context("reading the engine's /info")?;
+        let containerd = info["DriverStatus"].as_array().is_some_and(|rows| {
+            rows.iter()
+                .flat_map(|row| row.as_array().into_iter().flatten())
+                .any(|v| {
+                    v.as_str()
+                        .is_some_and(|s| s.contains("containerd.snapshotter"))
+                })
+        });
+        Ok(!containerd)
+    }
+
     /// `POST /images/load` with the archive written straight into the
     /// request body; returns what the engine says it loaded and the bytes
     /// sent. No overall time limit: a large image on a slow disk takes long.
@@ -224,7 +265,7 @@ impl Engine {
         &self,
         api: &str,
         image: &Image,
-        zstd: ZstdLayers,
+        plain: PlainLayers,
         reporter: &dyn Reporter,
     ) -> Result<(Loaded, u64)> {
         let mut s = self.open().map_err(|e| NoEngine {
@@ -235,15 +276,17 @@ impl Engine {
         let headers = [("Content-Type", "application/x-tar")];
         http1::write_head(&mut s, "POST", self.host(), &path, &headers, true)
             .with_context(|| format!("sending the load request to {}", self.endpoint))?;
-        let mut body = ChunkedWriter::new(&mut s);
-        let written = write_archive(
-            &mut body,
-            image,
-            ArchiveFormat::DockerArchive,
-            zstd,
-            reporter,
-        )
-        .and_then(|()| Ok(body.finish()?.1));
+        let (archived, body) = http1::pipelined(ChunkedWriter::new(&mut s), |out| {
+            write_archive(out, image, ArchiveFormat::DockerArchive, plain, reporter)
+        });
+        let written = match (archived, body) {
+            (Ok(()), Ok(body)) => body.finish().map(|(_, sent)| sent).map_err(Into::into),
+            (Ok(()), Err(e)) => Err(e.into()),
+            // The socket's own error says more than the BrokenPipe the
+            // archive writer saw.
+            (Err(e), Err(io)) if is_closed(&e) => Err(anyhow::Error::from(io)),
+            (Err(e), _) => Err(e),
+        };
         let sent = match written {
             Ok(sent) => sent,
             // The engine stopped reading: its reply says why.

@@ -161,6 +161,72 @@ impl<W: Write> Write for ChunkedWriter<W> {
     }
 }
 
+/// Runs `produce` with a writer whose bytes reach `out` on another thread,
+/// in chunks of `CHUNK`, so producing the body (reading, decompressing)
+/// and writing it to the socket overlap. Returns what `produce` returned
+/// and `out` once everything sent has been written. If `out` fails, the
+/// writer `produce` holds fails with BrokenPipe and the error is in the
+/// second result.
+pub fn pipelined<W: Write + Send, T>(
+    out: W,
+    produce: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
+) -> (anyhow::Result<T>, io::Result<W>) {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let writer = scope.spawn(move || {
+            let mut out = out;
+            for chunk in rx {
+                out.write_all(&chunk)?;
+            }
+            Ok(out)
+        });
+        let mut w = ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let produced = produce(&mut w).and_then(|t| {
+            w.send_buf()?;
+            Ok(t)
+        });
+        drop(w);
+        let out = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the body writer thread panicked")));
+        (produced, out)
+    })
+}
+
+struct ChannelWriter {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the connection was closed"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send_buf()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 pub struct Response {
     pub status: u16,
     pub reason: String,
