@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark: `mpsi load` (the docker-archive streamed into the Engine
 # API) against `docker load -i` of the same archive exported to a file, for
-# a fixture-sized image and a ~100 MB one, measured in the same run.
+# a fixture-sized image and one of ~250 MiB of the machine's binaries
+# (~100 MB of gzip layers), measured in the same run.
 #
 #   DOCKER_HOST=unix:///tmp/dk/docker.sock bash benches/load.sh
 #   RUNS=9 MB=200 MPSI=target/debug/mpsi bash benches/load.sh
@@ -12,15 +13,16 @@
 # and the mpsi/docker-load ratio (target: at most 0.8x). The export to a
 # file is not counted for docker load (it is what `docker load -i` is given);
 # a third column times the whole file route `mpsi export -o FILE && docker
-# load -i FILE`, which is what `mpsi load` replaces.
+# load -i FILE`, which is what `mpsi load` replaces. LAYOUT=DIR (an
+# assembled image, such as out/oci from .ci/e2e) benches that image too.
 set -euo pipefail
 RUNS=${RUNS:-7}
-MB=${MB:-100}
+MB=${MB:-250}   # uncompressed MiB of binaries for the large image
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/mpsi-load-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-for tool in docker python3 head; do
+for tool in docker python3; do
   command -v "$tool" >/dev/null || { echo "benches/load.sh needs $tool" >&2; exit 1; }
 done
 docker version >/dev/null 2>&1 || {
@@ -41,29 +43,32 @@ mkdir -p "$work/small/app/bin" "$work/small/app/share"
 printf '#!/bin/sh\necho %s\n' "$salt" > "$work/small/app/bin/server"
 python3 -c 'import sys; sys.stdout.buffer.write(bytes(i % 253 for i in range(3_000_000)))' \
   > "$work/small/app/share/big.bin"
-# ~MB MB of random (incompressible) files in 2 layers.
-mkdir -p "$work/big/a" "$work/big/b"
-for i in $(seq 1 $((MB / 10))); do
-  d=$([ $((i % 2)) = 0 ] && echo a || echo b)
-  head -c 10485760 /dev/urandom > "$work/big/$d/file$i.bin"
-done
+# ~MB MiB of the machine's binaries in 2 layers (half each).
+. "$here/benches/common.sh"
+binaries_tree "$work/big/a" $((MB / 2))
+binaries_tree "$work/big/b.all" "$MB"
+# b holds what a does not: the second half of the same listing.
+mkdir -p "$work/big/b"
+(cd "$work/big/b.all" && find . -type f | LC_ALL=C sort | while IFS= read -r f; do
+  [ -e "$work/big/a/$f" ] || { mkdir -p "$work/big/b/$(dirname "$f")"; mv "$f" "$work/big/b/$f"; }
+done)
+rm -rf "$work/big/b.all"
+# The engine skips layers it already holds: a file unique to this run.
+echo "$salt" > "$work/big/a/salt"; echo "$salt" > "$work/big/b/salt"
 
-spec() { # name dir layers...
-  local name=$1 dir=$2; shift 2
-  printf '[image]\nname = "mpsi-bench/%s"\ntag = "%s"\nsource_date_epoch = 1700000000\n' "$name" "$salt"
-  for l in "$@"; do
-    printf '[[layer]]\nname = "%s"\n[[layer.tree]]\nfrom = "%s/%s"\nto = "/%s"\n' "$l" "$dir" "$l" "$l"
-  done
-}
-spec small "$work/small" app > "$work/small.toml"
-spec big "$work/big" a b > "$work/big.toml"
+tree_spec "mpsi-bench/small" "$salt" "$work/small/app" > "$work/small.toml"
+tree_spec "mpsi-bench/big" "$salt" "$work/big/a" "$work/big/b" > "$work/big.toml"
 
 now() { date +%s.%N; }
 declare -A times
-for img in small big; do
-  "$MPSI" assemble "$work/$img.toml" -o "$work/$img-oci" --json > /dev/null
+images="small big"
+[ -z "${LAYOUT:-}" ] || { images="small big image"; ln -s "$(realpath "$LAYOUT")" "$work/image-oci"; }
+for img in $images; do
+  [ "$img" = image ] || "$MPSI" assemble "$work/$img.toml" -o "$work/$img-oci" --json > /dev/null
   "$MPSI" export --format docker-archive -o "$work/$img.tar" -l "$work/$img-oci" > /dev/null
   name="mpsi-bench/$img:$salt"
+  # The assembled image keeps its own name; it is what gets removed.
+  [ "$img" = image ] && name=$(tar -xOf "$work/$img.tar" manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"][0])')
   echo "$img: archive $(stat -c %s "$work/$img.tar") bytes"
   for run in $(seq 1 "$RUNS"); do
     # Alternate which tool goes first, so neither always follows the same
@@ -88,14 +93,19 @@ for img in small big; do
   docker rmi -f "$name" > /dev/null
 done
 
-python3 - "$MB" "${times[small,mpsi]}" "${times[small,docker]}" "${times[small,file]}" \
-  "${times[big,mpsi]}" "${times[big,docker]}" "${times[big,file]}" <<'PY'
+args=()
+for img in $images; do args+=("$img" "${times[$img,mpsi]}" "${times[$img,docker]}" "${times[$img,file]}"); done
+python3 - "$MB" "${args[@]}" <<'PY'
 import statistics, sys
-m = [statistics.median(map(float, a.split())) for a in sys.argv[2:8]]
-print(f"medians of {len(sys.argv[2].split())} runs each; every run (s):")
-for label, a in zip(["fixture mpsi", "fixture docker", "fixture file", "big mpsi", "big docker", "big file"], sys.argv[2:8]):
-    print(f"  {label:>14}: " + " ".join(f"{float(x):.2f}" for x in a.split()))
-for label, (a, b, c) in (("fixture-sized", m[0:3]), (f"~{sys.argv[1]} MB", m[3:6])):
-    print(f"{label:>14}: mpsi load {a:.3f} s, docker load -i {b:.3f} s, export+docker load -i {c:.3f} s; "
+mb, rest = sys.argv[1], sys.argv[2:]
+labels = {"small": "fixture-sized", "big": f"~{mb} MiB", "image": "LAYOUT"}
+rows = [(rest[i], [a.split() for a in rest[i + 1:i + 4]]) for i in range(0, len(rest), 4)]
+print(f"medians of {len(rows[0][1][0])} runs each; every run (s):")
+for img, runs in rows:
+    for tool, r in zip(["mpsi", "docker", "file"], runs):
+        print(f"  {labels[img] + ' ' + tool:>22}: " + " ".join(f"{float(x):.2f}" for x in r))
+for img, runs in rows:
+    a, b, c = (statistics.median(map(float, r)) for r in runs)
+    print(f"{labels[img]:>14}: mpsi load {a:.3f} s, docker load -i {b:.3f} s, export+docker load -i {c:.3f} s; "
           f"ratio mpsi/docker-load {a / b:.2f}x (target <= 0.8x), mpsi/export+load {a / c:.2f}x")
 PY

@@ -6,10 +6,16 @@
 # blob is already there). Two images: a small one and one of about 100 MB
 # of gzip layers (the machine's binaries). Prints medians and mpsi/skopeo
 # ratios from the same run, and checks a warm mpsi push uploads 0 bytes.
+# A third peer is curl POSTing and PUTting every blob of the layout at once
+# and doing nothing else (no hashing, no checks, no manifest): close to the
+# registry's own floor, which bounds a push of one large blob.
+# LAYOUT=DIR (an assembled image, such as out/oci from .ci/e2e) benches that
+# image too, under the tag TAG (default latest).
 #
 #   bash benches/push.sh
 #   RUNS=7 MB=300 bash benches/push.sh
 #   MPSI=target/debug/mpsi bash benches/push.sh   # skip the release build
+#   LAYOUT=out/oci bash benches/push.sh            # and the real image
 set -euo pipefail
 RUNS=${RUNS:-5}
 MB=${MB:-250}   # uncompressed MiB of binaries for the large image (~100 MB gzip)
@@ -58,35 +64,37 @@ CFG
 }
 
 # Layouts: a small tree, and MB MiB of binaries.
-make_layout() { # name dir-with-tree
-  cat > "$work/$1.toml" <<SPEC
-[image]
-name = "bench-$1"
-tag = "t"
-source_date_epoch = 1700000000
-[[layer]]
-name = "tree"
-[[layer.tree]]
-from = "$1-tree"
-to = "/"
-SPEC
+. "$here/benches/common.sh"
+make_layout() { # name
+  tree_spec "bench-$1" t "$work/$1-tree" > "$work/$1.toml"
   MPSI_STORE="$work/store" "$MPSI" assemble "$work/$1.toml" -o "$work/$1-oci" --json >/dev/null
 }
 mkdir -p "$work/small-tree/etc"
 for i in $(seq 20); do head -c 4096 /usr/bin/env > "$work/small-tree/etc/file$i"; done
-tree="$work/large-tree"; mkdir -p "$tree"; limit=$((MB * 1024 * 1024)); total=0
-while IFS= read -r f; do
-  rel=${f#/}; mkdir -p "$tree/$(dirname "$rel")"; cp -L "$f" "$tree/$rel"
-  total=$((total + $(stat -Lc %s "$f"))); [ "$total" -ge "$limit" ] && break
-done < <(find /usr/lib/x86_64-linux-gnu /usr/bin /usr/lib -maxdepth 1 -type f -size +20k 2>/dev/null | LC_ALL=C sort -u)
+binaries_tree "$work/large-tree" "$MB"
 make_layout small
 make_layout large
 
-bench() { # name
-  local layout="$work/$1-oci" size
+# curl_uploads LAYOUT: every blob of LAYOUT uploaded at once, POST + PUT each.
+curl_uploads() {
+  local f loc pids=()
+  for f in "$1"/blobs/sha256/*; do
+    (loc=$(curl -fs -D - -o /dev/null -X POST "http://127.0.0.1:$port/v2/floor/blobs/uploads/" |
+      tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
+     curl -fs -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$f" \
+       "$loc&digest=sha256:$(basename "$f")") &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+}
+
+bench() { # name layout tag
+  local layout=$2 tag=$3 size
   size=$(du -sb "$layout/blobs" | cut -f1)
-  local mc=() mw=() sc=() sw=() t0 warm_bytes=""
+  local mc=() mw=() sc=() sw=() fl=() t0 warm_bytes=""
   for _ in $(seq "$RUNS"); do
+    start_registry
+    t0=$(now); curl_uploads "$layout"; fl+=("$(python3 -c "print($(now)-$t0)")")
     start_registry
     t0=$(now); MPSI_STORE="$work/push-store-$RANDOM$RANDOM" "$MPSI" push --layout "$layout" "127.0.0.1:$port/bench/$1:t" >/dev/null
     mc+=("$(python3 -c "print($(now)-$t0)")")
@@ -95,17 +103,19 @@ bench() { # name
     warm_bytes=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_uploaded"])' <<<"$out")
     [ "$warm_bytes" = 0 ] || { echo "a warm mpsi push uploaded $warm_bytes bytes" >&2; exit 1; }
     start_registry
-    t0=$(now); skopeo copy -q --dest-tls-verify=false "oci:$layout:t" "docker://127.0.0.1:$port/bench/$1:t"
+    t0=$(now); skopeo copy -q --dest-tls-verify=false "oci:$layout:$tag" "docker://127.0.0.1:$port/bench/$1:t"
     sc+=("$(python3 -c "print($(now)-$t0)")")
-    t0=$(now); skopeo copy -q --dest-tls-verify=false "oci:$layout:t" "docker://127.0.0.1:$port/bench/$1:t"
+    t0=$(now); skopeo copy -q --dest-tls-verify=false "oci:$layout:$tag" "docker://127.0.0.1:$port/bench/$1:t"
     sw+=("$(python3 -c "print($(now)-$t0)")")
   done
-  local a b c d
-  a=$(median "${mc[@]}"); b=$(median "${sc[@]}"); c=$(median "${mw[@]}"); d=$(median "${sw[@]}")
-  printf '%-6s %6.1f MB  cold: mpsi %6.3f s  skopeo %6.3f s  ratio %.2f   warm: mpsi %6.3f s (0 bytes)  skopeo %6.3f s  ratio %.2f\n' \
-    "$1" "$(python3 -c "print($size/1e6)")" "$a" "$b" "$(python3 -c "print($a/$b)")" "$c" "$d" "$(python3 -c "print($c/$d)")"
+  local a b c d e
+  a=$(median "${mc[@]}"); b=$(median "${sc[@]}"); c=$(median "${mw[@]}"); d=$(median "${sw[@]}"); e=$(median "${fl[@]}")
+  printf '%-6s %6.1f MB  cold: mpsi %6.3f s  skopeo %6.3f s  ratio %.2f  (curl %6.3f s, mpsi/curl %.2f)   warm: mpsi %6.3f s (0 bytes)  skopeo %6.3f s  ratio %.2f\n' \
+    "$1" "$(python3 -c "print($size/1e6)")" "$a" "$b" "$(python3 -c "print($a/$b)")" "$e" "$(python3 -c "print($a/$e)")" \
+    "$c" "$d" "$(python3 -c "print($c/$d)")"
 }
 
 echo "medians of $RUNS runs, $(nproc) CPUs, $("$MPSI" --version), $(skopeo --version)"
-bench small
-bench large
+bench small "$work/small-oci" t
+bench large "$work/large-oci" t
+[ -z "${LAYOUT:-}" ] || bench image "$LAYOUT" "${TAG:-latest}"
