@@ -148,6 +148,51 @@ fn a_truncated_layout_blob_fails_export_naming_it_and_leaves_no_file() {
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
+/// `-o` naming a FIFO (or a device such as /dev/null) writes into it; the
+/// temp-file-and-rename used for ordinary files would replace it.
+#[test]
+fn export_into_a_fifo_writes_through_it_and_keeps_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let a = assembled_fixture();
+    let file = a.tmp.path().join("archive.tar");
+    run_ok(
+        mpsi(&a.store)
+            .args(["export", "--format", "docker-archive", "-o"])
+            .arg(&file)
+            .arg("-l")
+            .arg(&a.layout),
+    );
+    let fifo = a.tmp.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(&fifo).unwrap())
+    };
+    run_ok(
+        mpsi(&a.store)
+            .args(["export", "--format", "docker-archive", "-o"])
+            .arg(&fifo)
+            .arg("-l")
+            .arg(&a.layout),
+    );
+    // Checked before joining: a replaced FIFO never gets a writer, so its
+    // reader would block forever.
+    assert!(
+        fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the FIFO was replaced by a file"
+    );
+    let through = reader.join().unwrap();
+    assert_eq!(
+        through,
+        fs::read(&file).unwrap(),
+        "the FIFO carried other bytes"
+    );
+}
+
 #[test]
 fn jobs_change_the_threads_not_the_bytes() {
     let a = assembled_fixture();

@@ -107,9 +107,21 @@ fn cmd_export(g: &Global, e: ExportArgs) -> Result<()> {
     use sink::Sink;
     let image = oci::Layout::open(&e.layout.layout)?.image(e.layout.tag.as_deref())?;
     let reporter = reporter(g.json);
+    // A device or FIFO (`-o /dev/null`, a named pipe) is written in place:
+    // the temp-file-and-rename below would replace it with a regular file.
+    let special = std::fs::metadata(&e.output).is_ok_and(|m| !m.is_file() && !m.is_dir());
     let report = if e.output == Path::new("-") {
         let stdout = std::io::stdout().lock();
         let mut sink = sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(stdout));
+        let r = sink.send(&image, reporter.as_ref())?;
+        sink.into_inner().flush()?;
+        r
+    } else if special {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&e.output)
+            .with_context(|| format!("opening {}", e.output.display()))?;
+        let mut sink = sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(file));
         let r = sink.send(&image, reporter.as_ref())?;
         sink.into_inner().flush()?;
         r
