@@ -100,6 +100,8 @@ pub struct State {
     /// images of the previous one are known even without identities.
     pub generation: u64,
     pub requests: BTreeMap<String, u64>,
+    /// TCP connections accepted.
+    pub connections: u64,
     pub pages_served: u64,
     /// Served images of another database or an earlier generation.
     pub foreign_pages_served: u64,
@@ -211,6 +213,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     while shared.running.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
+                shared.state.lock().unwrap().connections += 1;
                 let shared = shared.clone();
                 conns.push(thread::spawn(move || {
                     let _ = serve(stream, &shared);
