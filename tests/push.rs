@@ -598,13 +598,15 @@ impl FaultProxy {
         let faults = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
         let log = faults.clone();
         let counter = Arc::new(AtomicU32::new(0));
+        let uploads = Arc::new(AtomicU32::new(0));
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let k = counter.fetch_add(1, Ordering::Relaxed);
                 let log = log.clone();
+                let uploads = uploads.clone();
                 std::thread::spawn(move || {
-                    if let Some(f) = proxy_one(conn, upstream, k) {
+                    if let Some(f) = proxy_one(conn, upstream, k, &uploads) {
                         *log.lock().unwrap().entry(f).or_insert(0) += 1;
                     }
                 });
@@ -644,18 +646,28 @@ fn respond(s: &mut TcpStream, status: &str, extra: &str) {
 }
 
 /// Forwards one request (or injects fault number k); returns the fault.
-fn proxy_one(mut c: TcpStream, upstream: u16, k: u32) -> Option<&'static str> {
+/// Faults in the middle of an upload follow their own count of uploads
+/// (`uploads`), so they happen whatever order concurrent connections
+/// arrive in.
+fn proxy_one(
+    mut c: TcpStream,
+    upstream: u16,
+    k: u32,
+    uploads: &std::sync::atomic::AtomicU32,
+) -> Option<&'static str> {
     let (head, mut body) = read_request(&mut c)?;
     let method = head.split_whitespace().next().unwrap_or("").to_string();
+    let upload =
+        (body.len() > 4096).then(|| uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     // A reset in the middle of an upload: read half of it, then drop.
-    if !body.is_empty() && body.len() > 4096 && k % 5 == 2 {
+    if upload.is_some_and(|u| u % 5 == 2) {
         let half = body.len() / 2;
         c.read_exact(&mut body[..half]).ok()?;
         let _ = c.shutdown(std::net::Shutdown::Both);
         return Some("reset mid-upload");
     }
     // An upload that stops moving halfway (longer than --stall-timeout).
-    if body.len() > 4096 && k % 23 == 21 {
+    if upload.is_some_and(|u| u % 29 == 5) {
         let half = body.len() / 2;
         c.read_exact(&mut body[..half]).ok()?;
         std::thread::sleep(Duration::from_millis(4000));
