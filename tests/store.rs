@@ -154,14 +154,17 @@ fn a_truncated_layout_blob_fails_export_naming_it_and_leaves_no_file() {
 fn export_into_a_fifo_writes_through_it_and_keeps_it() {
     use std::os::unix::fs::FileTypeExt;
     let a = assembled_fixture();
+    let export = |to: &std::path::Path| {
+        run_ok(
+            mpsi(&a.store)
+                .args(["export", "--format", "docker-archive", "-o"])
+                .arg(to)
+                .arg("-l")
+                .arg(&a.layout),
+        )
+    };
     let file = a.tmp.path().join("archive.tar");
-    run_ok(
-        mpsi(&a.store)
-            .args(["export", "--format", "docker-archive", "-o"])
-            .arg(&file)
-            .arg("-l")
-            .arg(&a.layout),
-    );
+    export(&file);
     let fifo = a.tmp.path().join("pipe");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -172,13 +175,7 @@ fn export_into_a_fifo_writes_through_it_and_keeps_it() {
         let fifo = fifo.clone();
         std::thread::spawn(move || fs::read(&fifo).unwrap())
     };
-    run_ok(
-        mpsi(&a.store)
-            .args(["export", "--format", "docker-archive", "-o"])
-            .arg(&fifo)
-            .arg("-l")
-            .arg(&a.layout),
-    );
+    export(&fifo);
     // Checked before joining: a replaced FIFO never gets a writer, so its
     // reader would block forever.
     assert!(

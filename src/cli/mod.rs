@@ -104,27 +104,24 @@ fn assemble_options(a: &AssembleArgs, store: &store::Store) -> Result<assemble::
 }
 
 fn cmd_export(g: &Global, e: ExportArgs) -> Result<()> {
-    use sink::Sink;
     let image = oci::Layout::open(&e.layout.layout)?.image(e.layout.tag.as_deref())?;
     let reporter = reporter(g.json);
     // A device or FIFO (`-o /dev/null`, a named pipe) is written in place:
     // the temp-file-and-rename below would replace it with a regular file.
     let special = std::fs::metadata(&e.output).is_ok_and(|m| !m.is_file() && !m.is_dir());
     let report = if e.output == Path::new("-") {
-        let stdout = std::io::stdout().lock();
-        let mut sink = sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(stdout));
-        let r = sink.send(&image, reporter.as_ref())?;
-        sink.into_inner().flush()?;
-        r
+        write_archive(
+            e.format,
+            std::io::stdout().lock(),
+            &image,
+            reporter.as_ref(),
+        )?
     } else if special {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&e.output)
             .with_context(|| format!("opening {}", e.output.display()))?;
-        let mut sink = sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(file));
-        let r = sink.send(&image, reporter.as_ref())?;
-        sink.into_inner().flush()?;
-        r
+        write_archive(e.format, file, &image, reporter.as_ref())?
     } else {
         let dir = e
             .output
@@ -132,10 +129,7 @@ fn cmd_export(g: &Global, e: ExportArgs) -> Result<()> {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let tmp = fsutil::temp_in(dir)?;
-        let file = tmp.reopen()?;
-        let mut sink = sink::archive::ArchiveSink::new(e.format, std::io::BufWriter::new(file));
-        let r = sink.send(&image, reporter.as_ref())?;
-        sink.into_inner().into_inner().map_err(|e| e.into_error())?;
+        let r = write_archive(e.format, tmp.reopen()?, &image, reporter.as_ref())?;
         fsutil::commit(tmp, &e.output)
             .with_context(|| format!("writing {}", e.output.display()))?;
         r
@@ -156,6 +150,20 @@ fn cmd_export(g: &Global, e: ExportArgs) -> Result<()> {
             report.digest
         );
     })
+}
+
+/// Writes the image as an archive into `out`, buffered, and flushes it.
+fn write_archive<W: Write>(
+    format: sink::archive::ArchiveFormat,
+    out: W,
+    image: &model::Image,
+    reporter: &dyn progress::Reporter,
+) -> Result<sink::archive::ExportReport> {
+    use sink::Sink;
+    let mut sink = sink::archive::ArchiveSink::new(format, std::io::BufWriter::new(out));
+    let report = sink.send(image, reporter)?;
+    sink.into_inner().into_inner().map_err(|e| e.into_error())?;
+    Ok(report)
 }
 
 fn cmd_load(g: &Global, l: LoadArgs) -> Result<()> {
