@@ -1193,3 +1193,89 @@ fn bad_addresses_and_keys_are_refused_and_compressed_pages_not_pushed() {
     );
     s.stop();
 }
+
+/// Issue 8, defect 6: page images go to the Page Server several to a
+/// `put_pages` request, so a peer a few milliseconds away keeps up with
+/// the page cleaner; a Page Server without that endpoint gets one image
+/// per `put_page`, and both kinds are served back.
+#[test]
+#[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
+fn page_pushes_are_batched_and_keep_up_with_a_slow_page_server() {
+    let m = mariadb();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
+    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
+    let datadir = tmp.path().join("data");
+    let s = Server::start(&m, &datadir, &feature_args(ps.port(), sk.port()));
+    let requests = |ps: &Peer| {
+        let st = ps.state();
+        (st.count("put_pages"), st.count("put_page"))
+    };
+
+    // 10 ms per request: one image per request would be 100 a second.
+    ps.faults().delay = Some(Duration::from_millis(10));
+    let started = Instant::now();
+    load_table(&s);
+    s.flush_all();
+    let seconds = started.elapsed().as_secs_f64();
+    ps.faults().delay = None;
+    let (batches, singles) = requests(&ps);
+    let pushed = s.counter("Page_server_pages_pushed");
+    let dropped = s.counter("Page_server_pages_push_dropped");
+    eprintln!(
+        "10 ms per request: {pushed} images pushed in {batches} put_pages and {singles} put_page requests, {dropped} dropped, load and flush {seconds:.1} s"
+    );
+    assert!(pushed > 1000, "too few images pushed to measure ({pushed})");
+    assert!(
+        pushed >= 8 * (batches + singles),
+        "{pushed} images took {} requests",
+        batches + singles
+    );
+    assert!(
+        dropped * 10 <= pushed,
+        "{dropped} images dropped, {pushed} pushed"
+    );
+    assert_eq!(s.counter("Page_server_push_errors"), 0);
+    let served = s.counter("Page_server_pages_served");
+    assert_eq!(s.sql(SCAN), expected_scan(false));
+    assert!(
+        s.counter("Page_server_pages_served") > served,
+        "no batched image was served"
+    );
+
+    // A Page Server without put_pages: one image per put_page, no errors.
+    ps.faults().no_put_pages = true;
+    s.sql("UPDATE t.a SET v = REPEAT(CHAR(97 + id % 26), 1000)");
+    s.flush_all();
+    let (batches_after, singles_after) = requests(&ps);
+    let pushed_after = s.counter("Page_server_pages_pushed") - pushed;
+    eprintln!(
+        "without put_pages: {pushed_after} images pushed in {} put_page requests ({} put_pages refused)",
+        singles_after - singles,
+        batches_after - batches
+    );
+    assert_eq!(
+        batches_after - batches,
+        1,
+        "put_pages was tried again after a 404"
+    );
+    assert!(pushed_after > 1000, "{pushed_after} images pushed");
+    assert_eq!(singles_after - singles, pushed_after);
+    assert_eq!(s.counter("Page_server_push_errors"), 0);
+    let log = fs::read_to_string(datadir.join("error.log")).unwrap();
+    assert_eq!(
+        log.matches("answered put_pages with HTTP status 404")
+            .count(),
+        1,
+        "{}",
+        s.log_tail()
+    );
+    let served = s.counter("Page_server_pages_served");
+    assert_eq!(s.sql(SCAN), expected_scan(true));
+    assert!(
+        s.counter("Page_server_pages_served") > served,
+        "no image pushed by put_page was served"
+    );
+    s.stop();
+}

@@ -262,3 +262,48 @@ fn peers_keep_each_database_apart_and_inject_the_issue_8_faults() {
     assert_eq!(latest("aaaa"), Some(1105));
     assert_eq!(sk.state().streams["aaaa"].data, b"abcde");
 }
+
+#[test]
+fn put_pages_stores_a_batch_all_or_nothing_and_can_be_refused() {
+    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
+    let p = ps.port();
+    let page = |no: u64, lsn: u64, byte: u8| json!({"space_id":3,"page_no":no,"lsn":lsn,"page_data":b64(&[byte; 16384])});
+    let get = |no: u64| {
+        call(
+            p,
+            "POST",
+            "/api/v1/get_page",
+            Some(json!({"space_id":3,"page_no":no,"lsn":10_000,"database_id":"d1"})),
+            &[],
+        )
+        .unwrap()
+    };
+    let put = |pages: serde_json::Value| {
+        call(
+            p,
+            "POST",
+            "/api/v1/put_pages",
+            Some(json!({"database_id":"d1","pages":pages})),
+            &[],
+        )
+        .unwrap()
+        .0
+    };
+    assert_eq!(put(json!([page(1, 100, 1), page(2, 200, 2)])), 200);
+    let (s, body) = get(2);
+    assert_eq!((s, body["page_lsn"].as_u64()), (200, Some(200)));
+    assert_eq!(body["database_id"], "d1");
+    assert_eq!(body["page_data"], b64(&[2; 16384]));
+    // One bad image: nothing of the batch is stored.
+    assert_eq!(
+        put(json!([page(4, 400, 4), {"space_id":3,"page_no":5}])),
+        400
+    );
+    assert_eq!(get(4).0, 404);
+    assert_eq!(put(json!([])), 400);
+    // Like a Page Server without the batch endpoint.
+    ps.faults().no_put_pages = true;
+    assert_eq!(put(json!([page(6, 600, 6)])), 404);
+    assert_eq!(get(6).0, 404);
+    assert_eq!(ps.state().images(), 2);
+}

@@ -54,6 +54,9 @@ pub struct Faults {
     /// With `chunked_get_page`: end each chunk's data with two bytes that
     /// are not CRLF (broken framing a client must refuse).
     pub bad_chunk_terminator: bool,
+    /// Answer `put_pages` with 404, like a Page Server without the batch
+    /// endpoint.
+    pub no_put_pages: bool,
     /// Safekeeper: reject (400) a chunk that starts after its end.
     pub reject_gaps: bool,
     /// Safekeeper: report `get_latest_lsn` this far beyond its real end
@@ -417,7 +420,10 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
         .or_insert(1);
     let expected = match endpoint.as_str() {
         "ping" | "get_latest_lsn" | "get_wal" | "metrics" => "GET",
-        "get_page" | "put_page" | "stream_wal" => "POST",
+        "put_pages" if faults.no_put_pages => {
+            return error(404, format!("no such endpoint: {}", req.path));
+        }
+        "get_page" | "put_page" | "put_pages" | "stream_wal" => "POST",
         _ => return error(404, format!("no such endpoint: {}", req.path)),
     };
     if req.method != expected {
@@ -542,24 +548,41 @@ fn handle(shared: &Shared, req: &Request, faults: &Faults) -> (u16, Value) {
                 }
             }
         }
-        (Role::PageServer, "put_page") => {
-            let (Some(space), Some(page), Some(lsn)) =
-                (num("space_id"), num("page_no"), num("lsn"))
-            else {
-                return error(400, "space_id, page_no and lsn are required");
+        (Role::PageServer, "put_page" | "put_pages") => {
+            // put_pages: {"database_id", "pages": [put_page bodies without
+            // database_id]}; stored all or nothing.
+            let one = [body.clone()];
+            let pages = match body["pages"].as_array() {
+                Some(p) if endpoint == "put_pages" && !p.is_empty() => p.as_slice(),
+                _ if endpoint == "put_pages" => {
+                    return error(400, "pages must be a non-empty array");
+                }
+                _ => &one,
             };
-            let Some(Ok(data)) = body["page_data"].as_str().map(|s| B64.decode(s)) else {
-                return error(400, "page_data must be base64");
-            };
-            let image = Image {
-                data,
-                database: database.clone(),
-                generation: st.generation,
-            };
-            st.pages
-                .entry((db, space, page))
-                .or_default()
-                .insert(lsn, image);
+            let mut images = Vec::with_capacity(pages.len());
+            for p in pages {
+                let n = |k: &str| p[k].as_u64();
+                let (Some(space), Some(page), Some(lsn)) = (n("space_id"), n("page_no"), n("lsn"))
+                else {
+                    return error(400, "space_id, page_no and lsn are required");
+                };
+                let Some(Ok(data)) = p["page_data"].as_str().map(|s| B64.decode(s)) else {
+                    return error(400, "page_data must be base64");
+                };
+                images.push((space, page, lsn, data));
+            }
+            let generation = st.generation;
+            for (space, page, lsn, data) in images {
+                let image = Image {
+                    data,
+                    database: database.clone(),
+                    generation,
+                };
+                st.pages
+                    .entry((db.clone(), space, page))
+                    .or_default()
+                    .insert(lsn, image);
+            }
             (200, json!({"status": "success"}))
         }
         (_, "stream_wal") => {
