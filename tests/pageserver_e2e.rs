@@ -239,6 +239,33 @@ fn install_db(m: &Mariadb, datadir: &Path) {
     );
 }
 
+/// What every test starts with: the build, the machine to itself (the
+/// lock is released when the test ends), a temporary directory with a
+/// data directory path in it, and a fresh pair of reference peers on
+/// 127.0.0.1.
+struct Setup {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    m: Mariadb,
+    tmp: tempfile::TempDir,
+    datadir: PathBuf,
+    ps: Peer,
+    sk: Peer,
+}
+
+fn setup() -> Setup {
+    let m = mariadb();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    Setup {
+        _serial,
+        m,
+        datadir: tmp.path().join("data"),
+        tmp,
+        ps: Peer::start_on(Role::PageServer, 0, None).unwrap(),
+        sk: Peer::start_on(Role::Safekeeper, 0, None).unwrap(),
+    }
+}
+
 fn wait_for(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while !done() {
@@ -312,11 +339,14 @@ fn rewrite_and_scan_refusing_every_answer(s: &Server<'_>, updated: bool, what: &
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn read_path_serves_verified_pages_and_falls_back_safely() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let mut ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
+    let Setup {
+        _serial,
+        m,
+        tmp,
+        mut ps,
+        sk,
+        datadir: _datadir,
+    } = setup();
 
     // Reference: the same data with the feature off.
     let off = Server::start(&m, &tmp.path().join("off"), &[]);
@@ -437,12 +467,14 @@ fn log_file_bytes(datadir: &Path, from: u64, to: u64) -> Vec<u8> {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn redo_reaches_the_safekeeper_gap_free_even_across_an_outage() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let mut sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        mut sk,
+        datadir,
+    } = setup();
     let s = Server::start(&m, &datadir, &feature_args(ps.port(), sk.port()));
     s.sql("CREATE DATABASE t; CREATE TABLE t.c (id INT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB");
     for i in 0..200 {
@@ -489,12 +521,14 @@ fn redo_reaches_the_safekeeper_gap_free_even_across_an_outage() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn kill_9_with_the_feature_on_loses_no_committed_row() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        sk,
+        datadir,
+    } = setup();
     let args = feature_args(ps.port(), sk.port());
     let s = Server::start(&m, &datadir, &args);
     load_table(&s);
@@ -522,14 +556,16 @@ fn kill_9_with_the_feature_on_loses_no_committed_row() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn pages_of_a_previous_database_on_the_same_peer_are_never_accepted() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        sk,
+        datadir,
+    } = setup();
     // A Page Server without the identity extension: one store for all.
     ps.faults().ignore_identity = true;
-    let datadir = tmp.path().join("data");
     let args = feature_args(ps.port(), sk.port());
 
     // The previous database: loaded, then every row rewritten.
@@ -670,12 +706,14 @@ fn wait_caught_up(s: &Server, sk: &Peer, what: &str) {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn redo_resumes_at_the_safekeepers_end_after_a_restart_or_a_rejection() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let mut sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        mut sk,
+        datadir,
+    } = setup();
     let args = feature_args(ps.port(), sk.port());
     let s = Server::start(&m, &datadir, &args);
     s.sql("CREATE DATABASE t; CREATE TABLE t.c (id INT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB");
@@ -720,12 +758,14 @@ fn redo_resumes_at_the_safekeepers_end_after_a_restart_or_a_rejection() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn a_safekeeper_with_another_history_stops_the_stream() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        sk,
+        datadir,
+    } = setup();
     let args = feature_args(ps.port(), sk.port());
     let s = Server::start(&m, &datadir, &args);
     s.sql("CREATE DATABASE t; CREATE TABLE t.c (id INT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB");
@@ -761,12 +801,14 @@ fn a_safekeeper_with_another_history_stops_the_stream() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn a_forced_redo_gap_is_reported_and_the_rest_is_exact() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let mut sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        mut sk,
+        datadir,
+    } = setup();
     let mut args = feature_args(ps.port(), sk.port());
     args.push("--innodb-log-file-size=4M".into());
     args.push("--innodb-safekeeper-buffer-size=1M".into());
@@ -833,10 +875,14 @@ fn start_must_fail(m: &Mariadb, datadir: &Path, args: &[String]) -> std::process
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn an_impossible_buffer_size_fails_startup_cleanly() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps: _ps,
+        sk: _sk,
+        datadir,
+    } = setup();
     fs::create_dir_all(&datadir).unwrap();
     let mut args = feature_args(1, 1);
     args.push(format!("--innodb-safekeeper-buffer-size={}", 1u64 << 36));
@@ -861,12 +907,14 @@ fn an_impossible_buffer_size_fails_startup_cleanly() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn shutdown_is_bounded_even_when_both_peers_hang() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        sk,
+        datadir,
+    } = setup();
     let mut args = feature_args(ps.port(), sk.port());
     args.push("--innodb-page-server-timeout-ms=120000".into());
     let s = Server::start(&m, &datadir, &args);
@@ -890,12 +938,14 @@ fn shutdown_is_bounded_even_when_both_peers_hang() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn commits_do_not_each_wait_for_a_safekeeper_that_is_down() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let mut sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        mut sk,
+        datadir,
+    } = setup();
     let s = Server::start(&m, &datadir, &feature_args(ps.port(), sk.port()));
     s.sql("CREATE DATABASE t; CREATE TABLE t.c (id INT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB");
     insert_rows(&s, 0, 20);
@@ -936,12 +986,14 @@ fn rand_id() -> u32 {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn a_slow_page_server_does_not_stall_foreground_reads() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        sk,
+        datadir,
+    } = setup();
     let mut args = feature_args(ps.port(), sk.port());
     args.push("--loose-innodb-page-server-read-timeout-ms=20".into());
     let s = Server::start(&m, &datadir, &args);
@@ -999,16 +1051,15 @@ fn a_slow_page_server_does_not_stall_foreground_reads() {
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn many_concurrent_readers_reuse_their_connections() {
     const READERS: u64 = 48;
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let s = Server::start(
-        &m,
-        &tmp.path().join("data"),
-        &feature_args(ps.port(), sk.port()),
-    );
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        sk,
+        datadir,
+    } = setup();
+    let s = Server::start(&m, &datadir, &feature_args(ps.port(), sk.port()));
     load_table(&s);
     s.flush_all();
     // Answers slow enough (well under half the read timeout) that the
@@ -1063,12 +1114,14 @@ fn many_concurrent_readers_reuse_their_connections() {
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn strict_mode_fails_clients_but_not_purge() {
     use std::io::{BufRead, BufReader, Write};
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let mut ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        mut ps,
+        sk,
+        datadir,
+    } = setup();
     let s = Server::start(&m, &datadir, &feature_args(ps.port(), sk.port()));
     load_table(&s);
     s.flush_all();
@@ -1151,10 +1204,14 @@ fn strict_mode_fails_clients_but_not_purge() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn bad_addresses_and_keys_are_refused_and_compressed_pages_not_pushed() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        sk,
+        datadir,
+    } = setup();
     let mut args = feature_args(1, 1);
     args.push("--innodb-page-server-address=127.0.0.1:8081".into());
     start_must_fail(&m, &datadir, &args);
@@ -1170,8 +1227,6 @@ fn bad_addresses_and_keys_are_refused_and_compressed_pages_not_pushed() {
     let log = fs::read_to_string(datadir.join("error.log")).unwrap();
     assert!(log.contains("must not contain control characters"), "{log}");
 
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
     let _ = fs::remove_dir_all(&datadir);
     let s = Server::start(&m, &datadir, &feature_args(ps.port(), sk.port()));
     s.sql("CREATE DATABASE t; CREATE TABLE t.z (id INT PRIMARY KEY, v VARCHAR(1000)) ENGINE=InnoDB ROW_FORMAT=COMPRESSED KEY_BLOCK_SIZE=16");
@@ -1201,12 +1256,14 @@ fn bad_addresses_and_keys_are_refused_and_compressed_pages_not_pushed() {
 #[test]
 #[ignore = "needs a patched MariaDB build (MPSI_TEST_MARIADB); .ci/e2e runs it with --ignored"]
 fn page_pushes_are_batched_and_keep_up_with_a_slow_page_server() {
-    let m = mariadb();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let ps = Peer::start_on(Role::PageServer, 0, None).unwrap();
-    let sk = Peer::start_on(Role::Safekeeper, 0, None).unwrap();
-    let datadir = tmp.path().join("data");
+    let Setup {
+        _serial,
+        m,
+        tmp: _tmp,
+        ps,
+        sk,
+        datadir,
+    } = setup();
     let s = Server::start(&m, &datadir, &feature_args(ps.port(), sk.port()));
     let requests = |ps: &Peer| {
         let st = ps.state();
