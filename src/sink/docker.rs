@@ -32,6 +32,11 @@ pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// The first Engine API version of Docker 23, the first that reads zstd.
 const ZSTD_API: (u32, u32) = (1, 42);
 
+/// The first Engine API version that can keep images in the containerd
+/// store (Docker 23, behind a feature flag): an older engine has only the
+/// classic store, and is not asked (`GET /info` takes it 15-20 ms).
+const CONTAINERD_STORE_API: (u32, u32) = (1, 42);
+
 /// How long the engine may take to answer the version handshake and the
 /// image lookup; the load itself has no limit.
 const SHORT_REQUEST: Duration = Duration::from_secs(30);
@@ -244,6 +249,9 @@ impl Engine {
     /// `GET /info`: the containerd store reports the driver type
     /// `io.containerd.snapshotter.v1` in DriverStatus.
     fn has_classic_store(&self, api: &str) -> Result<bool> {
+        if !api_at_least(api, CONTAINERD_STORE_API) {
+            return Ok(true);
+        }
         let resp = check_status(self.get(&format!("/v{api}/info"))?, "GET /info")?;
         let info: serde_json::Value =
             serde_json::from_reader(resp.body).context("reading the engine's /info")?;
