@@ -8,6 +8,9 @@
 # Runs, each on a fresh datadir with the same options:
 #   1. stock                          oltp_read_write throughput
 #   2. patched, feature off           the same (target: within 2% of stock)
+#      and oltp_read_only for both, a control: its code paths (buffer
+#      pool hits, no writes) pass no patched line, so its ratio shows how
+#      far this machine's noise alone moves a pair
 #   3. patched, feature on            cold point selects served by the
 #                                     reference Page Server (p50/p99), and
 #                                     oltp_write_only with redo streaming on
@@ -16,7 +19,7 @@
 set -euo pipefail
 : "${STOCK:?set STOCK to a stock MariaDB build}" "${PATCHED:?set PATCHED to a patched MariaDB build}"
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-20}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 THREADS=${THREADS:-2}
 PS_PORT=${PS_PORT:-18081}
 SK_PORT=${SK_PORT:-18082}
@@ -85,21 +88,29 @@ feature_on=(--innodb-page-server-enabled=ON --innodb-page-server-address=127.0.0
             --innodb-safekeeper-address=127.0.0.1 --innodb-safekeeper-port="$SK_PORT")
 
 declare -A result
+run() { # run CFG TEST [server options...]: one measured run, printed as it ends
+  local cfg=$1 test=$2 build=$PATCHED t; shift 2
+  case $cfg in stock*) build=$STOCK ;; esac
+  start "$build" "$cfg" "$@"
+  sb "$test" prepare >/dev/null
+  t=$(sb "$test" run | tps)
+  stop
+  result[$cfg]+="$t "
+  echo "round $round $test $cfg: $t tps" >&2
+}
 for round in $(seq 1 "$ROUNDS"); do
-  for cfg in stock off; do
-    build=$STOCK; [ $cfg = off ] && build=$PATCHED
-    start "$build" "$cfg"
-    sb oltp_read_write prepare >/dev/null
-    result[$cfg]+="$(sb oltp_read_write run | tps) "
-    stop
-  done
-  # Commit throughput with redo streaming on, and with the feature off, on the patched build.
-  for cfg in write_off write_on; do
-    opts=(); [ $cfg = write_on ] && opts=("${feature_on[@]}")
-    start "$PATCHED" "$cfg" "${opts[@]}"
-    sb oltp_write_only prepare >/dev/null
-    result[$cfg]+="$(sb oltp_write_only run | tps) "
-    stop
+  # The order flips every round (A B, B A, ...), so that a drift of the
+  # machine during the run weighs on both sides alike.
+  pairs=("stock oltp_read_write" "off oltp_read_write")
+  control=("stock_ro oltp_read_only" "off_ro oltp_read_only")
+  writes=("write_off oltp_write_only" "write_on oltp_write_only ${feature_on[*]}")
+  if [ $((round % 2)) -eq 0 ]; then
+    pairs=("${pairs[1]}" "${pairs[0]}"); control=("${control[1]}" "${control[0]}")
+    writes=("${writes[1]}" "${writes[0]}")
+  fi
+  for r in "${pairs[@]}" "${control[@]}" "${writes[@]}"; do
+    # shellcheck disable=SC2086 # the words are a config, a test and options
+    run $r
   done
 done
 
@@ -124,6 +135,8 @@ lat() { echo "$1" | grep -E "^ +$2" | grep -Eo '[0-9.]+$'; }
 echo
 echo "oltp_read_write tps (median of $ROUNDS): stock $(m stock), patched feature off $(m off)"
 python3 -c "print(f'  patched-off / stock = {$(m off)/$(m stock):.3f} (target >= 0.98)')"
+echo "control, oltp_read_only tps (median of $ROUNDS): stock $(m stock_ro), patched feature off $(m off_ro)"
+python3 -c "print(f'  patched-off / stock = {$(m off_ro)/$(m stock_ro):.3f} (no patched line on its path: the noise of a pair)')"
 echo "oltp_write_only tps (median of $ROUNDS): streaming off $(m write_off), streaming on $(m write_on)"
 python3 -c "print(f'  on / off = {$(m write_on)/$(m write_off):.3f} (target >= 0.90)')"
 echo "cold point select latency (ms, one thread, each select misses the 8 MB pool):"
