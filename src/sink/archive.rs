@@ -351,12 +351,13 @@ impl<'scope, 'env> DecodeAhead<'scope, 'env> {
             started: Default::default(),
             cores,
         };
-        me.start_up_to(me.cores);
+        me.start_more();
         me
     }
 
-    fn start_up_to(&mut self, running: usize) {
-        while self.started.len() < running {
+    /// Starts decoders until `cores` run or every layer has one.
+    fn start_more(&mut self) {
+        while self.started.len() < self.cores {
             let Some(l) = self.layers.pop_front() else {
                 return;
             };
@@ -368,12 +369,11 @@ impl<'scope, 'env> DecodeAhead<'scope, 'env> {
 
     /// The next plain layer's pieces; starts the one after the last running.
     fn next(&mut self) -> Receiver<Piece> {
-        self.start_up_to(self.cores);
         let rx = self
             .started
             .pop_front()
             .expect("one decoder per plain layer, taken in the archive's order");
-        self.start_up_to(self.cores);
+        self.start_more();
         rx
     }
 }
